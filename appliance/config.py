@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     remote_api_key: str | None = None
     remote_timeout_s: float = Field(default=120.0, gt=0)
 
+    index_kind: Literal["auto", "flat", "hnsw"] = Field(
+        default="auto", description="Vector index: flat up to hnsw_threshold vectors, then HNSW."
+    )
+    hnsw_threshold: int = Field(default=100_000, ge=1)
+    chunk_tokens: int = Field(default=200, ge=32, le=2048)
+    chunk_overlap_tokens: int = Field(default=32, ge=0, le=512)
+    max_document_mb: float = Field(default=100.0, gt=0, description="Largest file accepted.")
+    max_unpacked_mb: float = Field(default=500.0, gt=0, description="Zip containers, inflated.")
+    ocr: bool = Field(default=True, description="OCR scanned pages when Tesseract is installed.")
+    ocr_languages: str = "eng"
+
     master_passphrase: str | None = Field(
         default=None, description="Derive the master key from a passphrase instead of a key file."
     )

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,8 +81,22 @@ def upstream(staged_models: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log.close()
 
 
-def test_complete_and_stream(upstream: str) -> None:
-    chat = RemoteChat(upstream + "/v1", "smollm2")
+@pytest.fixture
+def remote() -> Iterator[Callable[..., RemoteChat]]:
+    """Makes RemoteChat clients and closes them (their sockets) after the test."""
+    made: list[RemoteChat] = []
+
+    def make(*args: Any, **kwargs: Any) -> RemoteChat:
+        made.append(RemoteChat(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for chat in made:
+        chat.close()
+
+
+def test_complete_and_stream(upstream: str, remote: Callable[..., RemoteChat]) -> None:
+    chat = remote(upstream + "/v1", "smollm2")
     out = chat.complete(QUESTION, GenerationParams(max_tokens=40))  # type: ignore[arg-type]
     assert "Paris" in out.text and out.model == "remote:smollm2"
     stats = StreamStats()
@@ -90,13 +105,13 @@ def test_complete_and_stream(upstream: str) -> None:
     assert stats.completion_tokens == len(pieces)
 
 
-def test_json_schema_through_the_upstream(upstream: str) -> None:
+def test_json_schema_through_the_upstream(upstream: str, remote: Callable[..., RemoteChat]) -> None:
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string", "maxLength": 30}},
         "required": ["city"],
     }
-    chat = RemoteChat(upstream, "smollm2")
+    chat = remote(upstream, "smollm2")
     out = chat.complete(
         [{"role": "user", "content": "Paris is the capital of France. Give the city as JSON."}],
         GenerationParams(max_tokens=40),
@@ -105,14 +120,16 @@ def test_json_schema_through_the_upstream(upstream: str) -> None:
     assert isinstance(json.loads(out.text)["city"], str)
 
 
-def test_tokens_are_counted_by_the_upstream_tokenizer(upstream: str) -> None:
-    chat = RemoteChat(upstream, "smollm2")
+def test_tokens_are_counted_by_the_upstream_tokenizer(
+    upstream: str, remote: Callable[..., RemoteChat]
+) -> None:
+    chat = remote(upstream, "smollm2")
     assert 3 <= chat.count_tokens("What is the capital of France?") <= 10
     assert chat._tokenize_route is not None  # the upstream's tokenizer, not the fallback
 
 
-def test_cancel_stops_the_remote_stream(upstream: str) -> None:
-    chat = RemoteChat(upstream, "smollm2")
+def test_cancel_stops_the_remote_stream(upstream: str, remote: Callable[..., RemoteChat]) -> None:
+    chat = remote(upstream, "smollm2")
     cancel = threading.Event()
     stats = StreamStats()
     stream = chat.stream(
@@ -126,9 +143,9 @@ def test_cancel_stops_the_remote_stream(upstream: str) -> None:
     assert list(stream) == [] and stats.finish_reason == "cancelled"
 
 
-def test_unreachable_upstream_is_a_clear_error() -> None:
+def test_unreachable_upstream_is_a_clear_error(remote: Callable[..., RemoteChat]) -> None:
     port = _free_port()  # nothing listens there
-    chat = RemoteChat(f"http://127.0.0.1:{port}", "smollm2", timeout_s=2)
+    chat = remote(f"http://127.0.0.1:{port}", "smollm2", timeout_s=2)
     with pytest.raises(
         GenerationError, match=f"upstream chat server http://127.0.0.1:{port} failed"
     ):

@@ -1,0 +1,119 @@
+"""Fixtures for the parser tests: real sample documents from sdists, and shared checks."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.corpus.parsed import ParsedDocument, ParseLimits
+from appliance.corpus.parsers import parse
+from appliance.errors import DocumentError
+from appliance.testing import SampleUnavailable, fetch_sdist
+
+# Pinned: the assertions below name files and phrases of these exact releases.
+PYPDF = ("pypdf", "7.1.0")
+OCRMYPDF = ("ocrmypdf", "17.13.0")
+PYTHON_DOCX = ("python-docx", "1.2.0")
+XLRD = ("xlrd", "1.2.0")
+
+
+def _sdist(package: str, version: str) -> Path:
+    try:
+        return fetch_sdist(package, version)
+    except SampleUnavailable as exc:
+        print(f"SKIP: {exc}")
+        pytest.skip(f"sample documents unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pypdf_resources() -> Path:
+    """pypdf's resources/: PDFs from many producers, some with their expected text."""
+    return _sdist(*PYPDF) / "resources"
+
+
+@pytest.fixture(scope="session")
+def ocrmypdf_resources() -> Path:
+    """OCRmyPDF's tests/resources: real scans (linn.pdf with its gold text linn.txt)."""
+    return _sdist(*OCRMYPDF) / "tests" / "resources"
+
+
+@pytest.fixture(scope="session")
+def docx_files() -> Path:
+    """python-docx's tests/test_files."""
+    return _sdist(*PYTHON_DOCX) / "tests" / "test_files"
+
+
+@pytest.fixture(scope="session")
+def xlrd_samples() -> Path:
+    """xlrd 1.2.0's tests/: real .xls and .xlsx workbooks."""
+    return _sdist(*XLRD) / "tests"
+
+
+@pytest.fixture
+def tesseract() -> str:
+    """The tesseract binary; OCR tests skip, saying why, where it is missing."""
+    binary = shutil.which("tesseract")
+    if binary is None:
+        reason = "tesseract is not installed (apt install tesseract-ocr): OCR test not run"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+def _check_well_formed(document: ParsedDocument) -> ParsedDocument:
+    assert document.blocks, "a parsed document without blocks must be needs_ocr"
+    position = 0
+    for number, block in enumerate(document.blocks):
+        gap = document.text[position : block.start]
+        assert gap == ("" if number == 0 else gap) and gap in ("", "\n", "\n\n"), (block, gap)
+        assert number == 0 or gap, "blocks are separated"
+        assert block.start < block.end
+        body = document.text[block.start : block.end]
+        assert body == body.strip() and body
+        assert block.location
+        position = block.end
+    assert position == len(document.text)
+    return document
+
+
+@pytest.fixture
+def well_formed() -> Callable[[ParsedDocument], ParsedDocument]:
+    """Checks the block invariants every parser keeps: ordered, separated, exact offsets."""
+    return _check_well_formed
+
+
+Rejects = Callable[..., DocumentError]
+
+
+@pytest.fixture
+def rejects(tmp_path: Path) -> Rejects:
+    """Parse an upload that must fail; check the exact error and that nothing was touched.
+
+    The upload is kept in a file as a user's would be: after the failure it is intact and
+    nothing else appeared next to it.
+    """
+
+    def check(
+        data: bytes,
+        filename: str,
+        error: type[DocumentError],
+        fragment: str,
+        limits: ParseLimits | None = None,
+    ) -> DocumentError:
+        upload = tmp_path / "upload"
+        upload.write_bytes(data)
+        with pytest.raises(DocumentError) as caught:
+            parse(upload.read_bytes(), filename=filename, limits=limits or ParseLimits())
+        exc = caught.value
+        assert type(exc) is error, f"{type(exc).__name__}: {exc.detail}"
+        assert fragment in exc.detail
+        assert "\n" not in exc.detail and "Traceback" not in exc.detail
+        assert exc.__cause__ is None or isinstance(exc.__cause__, DocumentError)
+        assert upload.read_bytes() == data
+        assert [path.name for path in tmp_path.iterdir()] == ["upload"]
+        return exc
+
+    return check
