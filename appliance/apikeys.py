@@ -121,7 +121,7 @@ class ApiKeys:
                     now,
                 ),
             )
-        info = ApiKeyInfo(key_id, name or key_id, role, tenant, groups, now, None)  # type: ignore[arg-type]
+        info = ApiKeyInfo(key_id, name or key_id, role, tenant, groups, now, None)
         return f"apk_{key_id}_{secret}", info
 
     def authenticate(self, presented: str) -> Principal:

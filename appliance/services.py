@@ -14,6 +14,9 @@ from appliance.config import Settings
 from appliance.inference.catalog import ModelCatalog, ModelEntry
 
 if TYPE_CHECKING:
+    from appliance.corpus.corpus import TenantCorpus
+    from appliance.corpus.tenants import Tenants
+    from appliance.crypto import KeyRing
     from appliance.inference.chat import ChatModel
     from appliance.inference.embedder import Embedder
 
@@ -24,7 +27,9 @@ class Services:
     catalog: ModelCatalog
     _chat: tuple[ChatModel, ModelEntry | None] | None = field(default=None, repr=False)
     _embedder: tuple[Embedder, ModelEntry] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _keyring: KeyRing | None = field(default=None, repr=False)
+    _tenants: Tenants | None = field(default=None, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -59,7 +64,46 @@ class Services:
                 self._embedder = load_embedder(self.settings, self.catalog)
             return self._embedder
 
+    def keyring(self) -> KeyRing:
+        """The tenant keyring, opened with the master key (created on first use)."""
+        from appliance.crypto import KeyRing, MasterKey, make_private_dir
+
+        with self._lock:
+            if self._keyring is None:
+                keys = self.settings.keys_dir
+                make_private_dir(self.settings.home)
+                make_private_dir(keys)
+                if self.settings.master_passphrase:
+                    master = MasterKey.from_passphrase(
+                        self.settings.master_passphrase, keys / "master.salt"
+                    )
+                else:
+                    master = MasterKey.from_file(keys / "master.key", create=True)
+                self._keyring = KeyRing(keys / "keyring.db", master)
+            return self._keyring
+
+    def tenants(self) -> Tenants:
+        from appliance.corpus.tenants import Tenants
+
+        with self._lock:
+            if self._tenants is None:
+                self._tenants = Tenants(self.settings, self.keyring())
+            return self._tenants
+
+    def corpus(self, tenant: str) -> TenantCorpus:
+        """An existing tenant's corpus (NotFound for an unknown tenant)."""
+        tenants = self.tenants()
+        tenants.keyring.tenant_keys(tenant)  # NotFound before any model is loaded
+        embedder, entry = self._embedder_entry()
+        return tenants.open(tenant, embedder, entry.ref)
+
     def close(self) -> None:
         with self._lock:
+            if self._tenants is not None:
+                self._tenants.close()
+                self._tenants = None
+            if self._keyring is not None:
+                self._keyring.close()
+                self._keyring = None
             self._chat = None
             self._embedder = None

@@ -12,13 +12,14 @@ import sys
 
 import typer
 
-from appliance.cli import doctor, models, runtime
+from appliance.cli import corpus, doctor, models, runtime
 from appliance.cli.common import app
 from appliance.errors import ApplianceError
 
 app.add_typer(models.app, name="models")
 runtime.register(app)
 doctor.register(app)
+corpus.register(app)
 
 
 def main() -> None:
