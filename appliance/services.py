@@ -14,6 +14,8 @@ from appliance.config import Settings
 from appliance.inference.catalog import ModelCatalog, ModelEntry
 
 if TYPE_CHECKING:
+    from appliance.apikeys import ApiKeys
+    from appliance.audit import AuditLog
     from appliance.corpus.corpus import TenantCorpus
     from appliance.corpus.tenants import Tenants
     from appliance.crypto import KeyRing
@@ -29,6 +31,8 @@ class Services:
     _embedder: tuple[Embedder, ModelEntry] | None = field(default=None, repr=False)
     _keyring: KeyRing | None = field(default=None, repr=False)
     _tenants: Tenants | None = field(default=None, repr=False)
+    _audit: AuditLog | None = field(default=None, repr=False)
+    _apikeys: ApiKeys | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
@@ -82,6 +86,31 @@ class Services:
                 self._keyring = KeyRing(keys / "keyring.db", master)
             return self._keyring
 
+    def audit(self) -> AuditLog:
+        """The audit log (created with its signing key on first use)."""
+        from appliance.audit import AuditLog
+        from appliance.crypto import make_private_dir
+
+        with self._lock:
+            if self._audit is None:
+                make_private_dir(self.settings.audit_dir)
+                self._audit = AuditLog(
+                    self.settings.audit_dir / "audit.db",
+                    self.keyring(),
+                    self.settings.keys_dir / "audit-signing.key",
+                )
+            return self._audit
+
+    def apikeys(self) -> ApiKeys:
+        from appliance.apikeys import ApiKeys
+        from appliance.crypto import make_private_dir
+
+        with self._lock:
+            if self._apikeys is None:
+                make_private_dir(self.settings.keys_dir)
+                self._apikeys = ApiKeys(self.settings.keys_dir / "apikeys.db")
+            return self._apikeys
+
     def tenants(self) -> Tenants:
         from appliance.corpus.tenants import Tenants
 
@@ -102,6 +131,13 @@ class Services:
             if self._tenants is not None:
                 self._tenants.close()
                 self._tenants = None
+            if self._audit is not None:
+                self._audit.checkpoint()  # seal this process's entries against truncation
+                self._audit.close()
+                self._audit = None
+            if self._apikeys is not None:
+                self._apikeys.close()
+                self._apikeys = None
             if self._keyring is not None:
                 self._keyring.close()
                 self._keyring = None

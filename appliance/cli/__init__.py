@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from appliance.cli import corpus, doctor, models, runtime
+from appliance.cli import admin, corpus, doctor, models, runtime
 from appliance.cli.common import app
 from appliance.errors import ApplianceError
 
@@ -20,6 +20,7 @@ app.add_typer(models.app, name="models")
 runtime.register(app)
 doctor.register(app)
 corpus.register(app)
+admin.register(app)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.common import human_size, print_json, services
+from appliance.cli.common import audited, human_size, print_json, services
 from appliance.errors import InvalidInput
 
 tenants_app = typer.Typer(
@@ -35,7 +35,10 @@ def parse_groups(value: str | None) -> tuple[str, ...]:
 @tenants_app.command("create")
 def tenants_create(name: str) -> None:
     """Create a tenant (its data key is generated and wrapped by the master key)."""
-    info = services().tenants().create(name)
+    svc = services()
+    with audited(svc, "tenants.create", tenant=None, resource=f"tenant:{name}"):
+        info = svc.tenants().create(name)
+    svc.close()
     print(f"created tenant {info.name}")
 
 
@@ -66,7 +69,10 @@ def tenants_delete(
             f"Delete tenant {name!r}? Its key is destroyed and its documents are unrecoverable",
             abort=True,
         )
-    services().tenants().delete(name)
+    svc = services()
+    with audited(svc, "tenants.delete", tenant=None, resource=f"tenant:{name}"):
+        svc.tenants().delete(name)
+    svc.close()
     print(f"deleted tenant {name}; its key is destroyed")
 
 
@@ -84,15 +90,22 @@ def ingest(
 
     groups = parse_groups(acl)
     svc = services()
-    corpus = svc.corpus(tenant)
-    sources = discover(paths)
-    with _progress(len(sources), enabled=not as_json) as advance:
-        report = run_ingest(
-            corpus,
-            sources,
-            acl=groups,
-            options=IngestOptions.from_settings(svc.settings),
-            progress=advance,
+    with audited(svc, "documents.ingest", tenant=tenant, resource="cli") as payload:
+        corpus = svc.corpus(tenant)
+        sources = discover(paths)
+        with _progress(len(sources), enabled=not as_json) as advance:
+            report = run_ingest(
+                corpus,
+                sources,
+                acl=groups,
+                options=IngestOptions.from_settings(svc.settings),
+                progress=advance,
+            )
+        payload.update(
+            acl=list(groups),
+            ingested=[[d.source, d.document_id, d.version] for d in report.ingested],
+            unchanged=report.unchanged,
+            failed=[[f.source, f.problem] for f in report.failed],
         )
     svc.close()
     if as_json:
@@ -212,7 +225,8 @@ def documents_show(
 def documents_delete(document_id: int, tenant: TenantOpt) -> None:
     """Delete a document from the tenant's store and index."""
     svc = services()
-    svc.corpus(tenant).delete_document(document_id)
+    with audited(svc, "documents.delete", tenant=tenant, resource=f"document:{document_id}"):
+        svc.corpus(tenant).delete_document(document_id)
     svc.close()
     print(f"deleted document {document_id}")
 

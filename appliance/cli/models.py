@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from appliance.cli.common import human_size, print_json, settings
+from appliance.cli.common import audited, human_size, print_json, services, settings
 from appliance.errors import InvalidInput
 from appliance.inference.catalog import ROLES, ModelCatalog, Role
 
@@ -97,9 +97,13 @@ def import_model(
     ] = "imported by an administrator",
 ) -> None:
     """Check a model file, pin its sha256 and add it as a new version (not activated)."""
-    entry = _catalog().import_model(
-        file, name=name, role=_role(role), tokenizer=tokenizer, license=license, origin=origin
-    )
+    svc = services()
+    with audited(svc, "models.import", tenant=None, resource=f"model:{name}") as payload:
+        entry = svc.catalog.import_model(
+            file, name=name, role=_role(role), tokenizer=tokenizer, license=license, origin=origin
+        )
+        payload.update(ref=entry.ref, sha256=[f.sha256 for f in entry.files], file=file.name)
+    svc.close()
     print(
         f"imported {entry.ref} ({entry.role}, {human_size(entry.size)}, "
         f"sha256 {entry.files[0].sha256[:12]}…)"
@@ -110,14 +114,21 @@ def import_model(
 @app.command()
 def activate(spec: Annotated[str, typer.Argument(metavar="NAME[@VERSION]")]) -> None:
     """Make a model version the active one of its role (after verifying it)."""
-    entry = _catalog().activate(spec)
+    svc = services()
+    with audited(svc, "models.activate", tenant=None, resource=f"model:{spec}"):
+        entry = svc.catalog.activate(spec)
+    svc.close()
     print(f"active {entry.role} model: {entry.ref}")
 
 
 @app.command()
 def rollback(role: Annotated[str, typer.Argument(help="chat or embedding")]) -> None:
     """Re-activate the model that was active before the current one."""
-    entry = _catalog().rollback(_role(role))
+    svc = services()
+    with audited(svc, "models.rollback", tenant=None, resource=f"role:{role}") as payload:
+        entry = svc.catalog.rollback(_role(role))
+        payload["ref"] = entry.ref
+    svc.close()
     print(f"active {entry.role} model: {entry.ref}")
 
 
