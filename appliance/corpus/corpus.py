@@ -25,6 +25,9 @@ from appliance.errors import ConfigurationError
 from appliance.inference.embedder import Embedder
 
 _SAVE_EVERY_S = 30.0
+# HNSW cannot delete: removed ids stay in the graph, filtered at search time, until a
+# compaction rebuilds it (a full build: tens of seconds at 100k vectors).
+_COMPACT_SHARE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,8 @@ class TenantCorpus:
 
     def save(self) -> None:
         with self._lock:
+            if self.vectors.tombstones > _COMPACT_SHARE * max(self.vectors.size, 1):
+                self.vectors.compact()
             self.vectors.save()
             self._dirty = False
             self._saved_at = time.monotonic()

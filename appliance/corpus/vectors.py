@@ -20,7 +20,7 @@ Concurrency. Searches run together (FAISS releases the GIL); a mutation takes a 
 exclusive lock. Slow rebuilds (the switch to HNSW, ``compact``, ``rebuild``) are built
 beside the live index, which keeps serving searches, and swapped in at the end.
 
-File. ``MAGIC || save id (16 random bytes)`` then records ``u32 length || sealed segment``:
+File. ``MAGIC || save id (16 random bytes)``, then records ``u32 length, u8 last || sealed``:
 segment 0 holds JSON metadata, the rest the serialised index then the tombstones, cut in
 16 MiB pieces (AES-GCM takes < 2 GiB per call). Each segment's aad is ``b"vectors:" + file
 name + b":" + save id + sequence number + last flag``, so segments cannot be reordered,
@@ -62,7 +62,7 @@ _FORMAT = 1
 _SAVE_ID_BYTES = 16
 _SEGMENT_BYTES = 16 << 20
 _RECORD = struct.Struct("<I?")  # sealed length, last segment
-_SEALED_OVERHEAD = 1 + 12 + 16  # crypto.seal: version, nonce, tag
+_MAX_RECORD = 1 << 28  # bounds what a damaged length field can make us read
 _BITMAP_MIN_BYTES = 1 << 20
 
 
@@ -173,7 +173,8 @@ class VectorIndex:
         """Load the index sealed at ``path``, or start an empty one if there is no file.
 
         An explicit ``kind`` that differs from the file's converts the index now (to HNSW:
-        17-90 s per 100k vectors). A changed ``hnsw_m`` applies from the next rebuild.
+        17-90 s per 100k vectors); ``auto`` keeps the file's kind until an add crosses the
+        threshold or a rebuild. A changed ``hnsw_m`` applies from the next rebuild.
 
         Args:
             path: The sealed index file, e.g. ``index/<tenant>/vectors.sealed``.
@@ -608,7 +609,7 @@ def _open_record(
     if len(size) != _RECORD.size:
         raise _damaged(path)
     length, last = _RECORD.unpack(size)
-    if length > _SEGMENT_BYTES + _SEALED_OVERHEAD:
+    if length > _MAX_RECORD:
         raise _damaged(path)
     try:
         return open_sealed(key, f.read(length), _aad(path, save_id, seq, last)), last
