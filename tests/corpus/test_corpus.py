@@ -262,3 +262,22 @@ def test_vectors_are_the_stored_embeddings(svc: Services, library: Path) -> None
     stored = corpus.store.embeddings(ids)
     fresh = corpus.embedder.embed([corpus.store.chunks(list(ids))[int(i)].text for i in ids])
     assert np.allclose(stored, fresh, atol=1e-5)
+
+
+def test_hnsw_corpus_deletes_and_compacts(home: Path, models_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(home=home, models_dir=models_dir, threads=2, index_kind="hnsw")
+    services = Services.from_settings(settings)
+    services.tenants().create("big")
+    corpus = services.corpus("big")
+    for i in range(10):
+        write(tmp_path / "h", f"note-{i}.txt", f"Note {i} about shipment {i} of turbines to plant {i}.")
+    ingest(corpus, discover([tmp_path / "h"]))
+    assert corpus.vectors.kind == "hnsw"
+    for doc in corpus.store.documents()[:5]:
+        corpus.delete_document(doc.id)  # each deletion saves; past 20% removed, it compacts
+        # removed ids left in the graph never exceed 20% of the live ones after a save
+        assert corpus.vectors.tombstones <= 0.2 * corpus.vectors.size
+    assert corpus.vectors.size == 5
+    hits = search(corpus, "shipment of turbines", k=10, mode="vector")
+    assert {h.source for h in hits} == {f"note-{i}.txt" for i in range(5, 10)}
+    services.close()
