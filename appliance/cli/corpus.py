@@ -93,7 +93,7 @@ def ingest(
     with audited(svc, "documents.ingest", tenant=tenant, resource="cli") as payload:
         corpus = svc.corpus(tenant)
         sources = discover(paths)
-        with _progress(len(sources), enabled=not as_json) as advance:
+        with _Progress(len(sources), enabled=not as_json) as advance:
             report = run_ingest(
                 corpus,
                 sources,
@@ -131,7 +131,7 @@ def ingest(
         raise typer.Exit(1)
 
 
-class _progress:
+class _Progress:
     """A progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, total: int, *, enabled: bool) -> None:

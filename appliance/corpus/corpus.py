@@ -153,11 +153,11 @@ class TenantCorpus:
 
 
 def _check_embedder(store: CorpusStore, tenant: str, embedder_ref: str) -> None:
-    rows = store._query("SELECT value FROM meta WHERE key = 'embedding_model'")
-    if rows and rows[0][0] != embedder_ref:
+    recorded = store.meta("embedding_model")
+    if recorded is not None and recorded != embedder_ref:
         store.close()
         raise ConfigurationError(
-            f"tenant {tenant!r} was indexed with embedding model {rows[0][0]}, but the active one "
-            f"is {embedder_ref}: activate {rows[0][0]} again (`appliance models activate`), or "
+            f"tenant {tenant!r} was indexed with embedding model {recorded}, but the active one "
+            f"is {embedder_ref}: activate {recorded} again (`appliance models activate`), or "
             "re-ingest the tenant's documents into a new tenant"
         )

@@ -108,3 +108,12 @@ def test_empty_document_has_no_chunks() -> None:
 def test_bad_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="overlap_tokens"):
         ChunkingPolicy(max_tokens=10, overlap_tokens=10)
+
+
+def test_fts_query_is_safe_and_drops_stopwords() -> None:
+    from appliance.corpus.store import fts_query
+
+    assert fts_query("What is the monthly rent?") == '"monthly" OR "rent"'
+    assert fts_query("the who") == '"the" OR "who"'  # only stopwords: keep them
+    assert fts_query('NEAR("a" b) OR *') == '"b" OR "near"'  # FTS5 syntax is quoted away
+    assert fts_query("!!! ???") is None

@@ -12,7 +12,7 @@ import pytest
 from appliance.config import Settings
 from appliance.corpus.ingest import discover, ingest
 from appliance.corpus.search import search
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import ConfigurationError, InvalidInput, NotFound
 from appliance.services import Services
 
 MARKER = "ZEBRA-QUOKKA-7731"  # must never appear in plaintext on disk
@@ -270,7 +270,11 @@ def test_hnsw_corpus_deletes_and_compacts(home: Path, models_dir: Path, tmp_path
     services.tenants().create("big")
     corpus = services.corpus("big")
     for i in range(10):
-        write(tmp_path / "h", f"note-{i}.txt", f"Note {i} about shipment {i} of turbines to plant {i}.")
+        write(
+            tmp_path / "h",
+            f"note-{i}.txt",
+            f"Note {i} about shipment {i} of turbines to plant {i}.",
+        )
     ingest(corpus, discover([tmp_path / "h"]))
     assert corpus.vectors.kind == "hnsw"
     for doc in corpus.store.documents()[:5]:
@@ -281,3 +285,34 @@ def test_hnsw_corpus_deletes_and_compacts(home: Path, models_dir: Path, tmp_path
     hits = search(corpus, "shipment of turbines", k=10, mode="vector")
     assert {h.source for h in hits} == {f"note-{i}.txt" for i in range(5, 10)}
     services.close()
+
+
+def test_a_tenant_refuses_a_different_embedding_model(
+    svc: Services, library: Path, settings: Settings
+) -> None:
+    ingest(svc.corpus("acme"), discover([library]))
+    svc.close()
+    svc.catalog.activate("all-minilm-l6-v2-int8")
+    other = Services.from_settings(settings)
+    with pytest.raises(
+        ConfigurationError,
+        match=(
+            r"tenant 'acme' was indexed with embedding model all-minilm-l6-v2@1, but the active one "
+            r"is all-minilm-l6-v2-int8@1"
+        ),
+    ):
+        other.corpus("acme")
+    other.close()
+
+
+@pytest.mark.parametrize("groups", [None, frozenset(), frozenset({"hr", "legal"})])
+def test_bm25_scans_the_fts_index_first(svc: Services, groups: frozenset[str] | None) -> None:
+    from appliance.corpus.store import _acl_clause, bm25_sql
+
+    store = svc.corpus("acme").store
+    where, params = _acl_clause("c.document_id", groups)
+    plan = store._query("EXPLAIN QUERY PLAN " + bm25_sql(where), ['"rent"', *params, 10])
+    steps = [row[-1] for row in plan]
+    # the outer loop is the FTS5 match; chunks are then looked up by primary key
+    assert steps[0].startswith("SCAN chunks_fts VIRTUAL TABLE"), steps
+    assert any("SEARCH c USING INTEGER PRIMARY KEY" in s for s in steps), steps
