@@ -297,8 +297,8 @@ def test_a_tenant_refuses_a_different_embedding_model(
     with pytest.raises(
         ConfigurationError,
         match=(
-            r"tenant 'acme' was indexed with embedding model all-minilm-l6-v2@1, but the active one "
-            r"is all-minilm-l6-v2-int8@1"
+            r"tenant 'acme' was indexed with embedding model all-minilm-l6-v2@1, "
+            r"but the active one is all-minilm-l6-v2-int8@1"
         ),
     ):
         other.corpus("acme")
