@@ -129,6 +129,10 @@ def run(sizes: list[int], n_queries: int, threads: int) -> dict[str, Any]:
             row["raw_faiss_flat"] = latencies(
                 lambda q, r=raw: r.search(query_vecs[q][None, :], 10), queries
             )
+            # search() asks each retriever for 50 candidates before fusion: the same depth raw
+            row["raw_faiss_flat_k50"] = latencies(
+                lambda q, r=raw: r.search(query_vecs[q][None, :], 50), queries
+            )
             row["query_embedding"] = latencies(lambda q: embedder.embed([q]), queries)
             results.append(row)
         svc.close()

@@ -70,12 +70,17 @@ _MIGRATIONS: tuple[str, ...] = (
         page INTEGER,
         cells TEXT,
         tokens INTEGER NOT NULL,
-        live INTEGER NOT NULL,
-        embedding BLOB NOT NULL
+        live INTEGER NOT NULL
+    );
+    CREATE TABLE embeddings (
+        chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id),
+        vector BLOB NOT NULL
     );
     CREATE INDEX chunks_live ON chunks (live, document_id);
     CREATE INDEX chunks_version ON chunks (version_id);
-    CREATE VIRTUAL TABLE chunks_fts USING fts5 (text, tokenize = 'porter unicode61');
+    CREATE VIRTUAL TABLE chunks_fts USING fts5 (
+        text, document_id UNINDEXED, tokenize = 'porter unicode61'
+    );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta VALUES ('corpus_version', '0');
     """,
@@ -355,7 +360,7 @@ class CorpusStore:
             chunk_id = int(
                 conn.execute(
                     'INSERT INTO chunks (version_id, document_id, ordinal, start, "end", location, '
-                    "page, cells, tokens, live, embedding) VALUES (?,?,?,?,?,?,?,?,?,1,?)",
+                    "page, cells, tokens, live) VALUES (?,?,?,?,?,?,?,?,?,1)",
                     (
                         version_id,
                         doc_id,
@@ -366,12 +371,16 @@ class CorpusStore:
                         chunk.page,
                         chunk.cells,
                         chunk.tokens,
-                        np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
                     ),
                 ).lastrowid
             )
             conn.execute(
-                "INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)", (chunk_id, chunk.text)
+                "INSERT INTO embeddings VALUES (?, ?)",
+                (chunk_id, np.ascontiguousarray(vector, dtype=np.float32).tobytes()),
+            )
+            conn.execute(
+                "INSERT INTO chunks_fts (rowid, text, document_id) VALUES (?, ?, ?)",
+                (chunk_id, chunk.text, doc_id),
             )
             ids.append(chunk_id)
         return ids
@@ -418,7 +427,8 @@ class CorpusStore:
         marks = ",".join("?" * len(ids))
         rows = dict(
             self._query(
-                f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", [int(i) for i in ids]
+                f"SELECT chunk_id, vector FROM embeddings WHERE chunk_id IN ({marks})",
+                [int(i) for i in ids],
             )
         )
         return np.stack([np.frombuffer(rows[int(i)], dtype=np.float32) for i in ids])
@@ -428,7 +438,7 @@ class CorpusStore:
         match = fts_query(query)
         if match is None:
             return []
-        where, params = _acl_clause("c.document_id", groups)
+        where, params = _acl_clause("chunks_fts.document_id", groups)
         rows = self._query(bm25_sql(where), [match, *params, k])
         return [(int(r[0]), float(r[1])) for r in rows]
 
@@ -501,16 +511,15 @@ class CorpusStore:
 
 
 def bm25_sql(acl_where: str) -> str:
-    """The BM25 query: FTS5 matches, joined to live chunks, ACL-filtered, best first.
+    """The BM25 query over the FTS index alone, ACL-filtered, best first.
 
-    CROSS JOIN fixes the loop order: FTS5 finds the matches, then each is joined by primary
-    key. With a plain JOIN the planner may walk every live chunk and probe the FTS index once
-    per chunk, which took seconds per query at 10k chunks.
+    The FTS index holds exactly the live chunks, each with its document id, so neither the
+    chunks table nor the embeddings are read per match: a query that matches 50k chunks
+    would otherwise decrypt tens of thousands of pages just to filter and sort.
     """
     return (
-        "SELECT c.id, -bm25(chunks_fts) AS score FROM chunks_fts CROSS JOIN chunks c "
-        f"ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? AND c.live = 1 AND {acl_where} "
-        "ORDER BY bm25(chunks_fts) LIMIT ?"
+        "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts "
+        f"WHERE chunks_fts MATCH ? AND {acl_where} ORDER BY bm25(chunks_fts) LIMIT ?"
     )
 
 
