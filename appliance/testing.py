@@ -9,12 +9,19 @@ import fcntl
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from appliance.audit import AuditEvent, AuditLog, VerifyReport
+from appliance.crypto import KeyRing
 
 
 def run_cli(
@@ -109,3 +116,51 @@ def _unpack(archive: Path, folder: Path) -> None:
 def _top_folder(target: Path) -> Path:
     children = [child for child in target.iterdir() if child.is_dir()]
     return children[0] if len(children) == 1 else target
+
+
+@dataclass
+class AuditHome:
+    """An appliance home with a keyring and an audit log in it, for the audit tests."""
+
+    root: Path
+    keyring: KeyRing
+    checkpoint_every: int = 1000
+
+    @property
+    def db(self) -> Path:
+        return self.root / "audit" / "audit.db"
+
+    def open_log(self, every: int | None = None) -> AuditLog:
+        key = self.root / "keys" / "audit-signing.key"
+        every = self.checkpoint_every if every is None else every
+        return AuditLog(self.db, self.keyring, key, checkpoint_every=every)
+
+    def verify(self) -> VerifyReport:
+        with self.open_log() as log:
+            return log.verify()
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL on the audit DB behind the log's back, as someone tampering would."""
+        conn = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
+
+    def fill(self, entries: int, payload: Callable[[int], dict[str, Any]]) -> None:
+        """Append ``entries`` asks, alternating between tenant "acme" and system entries."""
+        with self.open_log() as log:
+            for i in range(entries):
+                tenant = "acme" if i % 2 else None
+                log.append(
+                    AuditEvent(
+                        "key:k1", tenant, "documents.ask", f"doc:{i}", "ok", 2.5, {}, payload(i)
+                    )
+                )
+
+
+def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:
+    """The audit verification failed, first at ``seq``, for ``reason``."""
+    assert not report.ok
+    assert report.first_bad_seq == seq, report.reason
+    assert reason in report.reason

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,34 +14,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from appliance.audit import AuditEvent, AuditLog, VerifyReport, export, verify_export
+from appliance.audit import AuditLog, export, verify_export
 from appliance.audit.records import GENESIS_HASH, entry_bytes
 from appliance.crypto import KeyRing, MasterKey
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.testing import AuditHome as Home
+from appliance.testing import assert_bad
 
 ENTRIES, EVERY = 35, 10  # checkpoints at 0, 10, 20, 30; entries 31..35 after the last
 MARKER = "marker-question-c41d"
-
-
-@dataclass
-class Home:
-    root: Path
-    keyring: KeyRing
-
-    @property
-    def db(self) -> Path:
-        return self.root / "audit" / "audit.db"
-
-    def open_log(self) -> AuditLog:
-        key = self.root / "keys" / "audit-signing.key"
-        return AuditLog(self.db, self.keyring, key, checkpoint_every=EVERY)
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        try:
-            return conn.execute(statement, params).fetchall()
-        finally:
-            conn.close()
 
 
 @pytest.fixture
@@ -51,23 +30,9 @@ def home(tmp_path: Path) -> Iterator[Home]:
     master = MasterKey.from_file(tmp_path / "keys" / "master.key", create=True)
     with KeyRing(tmp_path / "keys" / "keyring.db", master) as ring:
         ring.create_tenant("acme")
-        found = Home(tmp_path, ring)
-        with found.open_log() as log:
-            for i in range(ENTRIES):
-                tenant = "acme" if i % 2 else None
-                payload = {"question": f"{MARKER} {i}", "answer": f"a{i}"}
-                log.append(
-                    AuditEvent(
-                        "key:k1", tenant, "documents.ask", f"doc:{i}", "ok", 2.5, {}, payload
-                    )
-                )
+        found = Home(tmp_path, ring, EVERY)
+        found.fill(ENTRIES, lambda i: {"question": f"{MARKER} {i}", "answer": f"a{i}"})
         yield found
-
-
-def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:
-    assert not report.ok
-    assert report.first_bad_seq == seq, report.reason
-    assert reason in report.reason
 
 
 # --- exports -------------------------------------------------------------------------------

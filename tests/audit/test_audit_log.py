@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,9 @@ import appliance
 from appliance.audit import AuditEvent, AuditLog
 from appliance.crypto import KeyRing, MasterKey
 from appliance.errors import ConfigurationError, InvalidInput, NotFound
+from appliance.testing import AuditHome as Home
 
 MARKER = "zebra-7f3a-PLAINTEXT-MARKER"
-
-
-@dataclass
-class Home:
-    root: Path
-    keyring: KeyRing
-
-    @property
-    def db(self) -> Path:
-        return self.root / "audit" / "audit.db"
-
-    def open_log(self, every: int = 1000) -> AuditLog:
-        key = self.root / "keys" / "audit-signing.key"
-        return AuditLog(self.db, self.keyring, key, checkpoint_every=every)
 
 
 @pytest.fixture

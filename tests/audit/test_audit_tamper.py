@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from appliance.audit import AuditEvent, AuditLog, VerifyReport
 from appliance.audit.records import entry_bytes
 from appliance.crypto import KeyRing, MasterKey
+from appliance.testing import AuditHome as Home
+from appliance.testing import assert_bad
 
 ENTRIES, EVERY = 35, 10  # checkpoints at 0, 10, 20, 30; entries 31..35 after the last
 _INSERT = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-@dataclass
-class Home:
-    root: Path
-    keyring: KeyRing
-
-    @property
-    def db(self) -> Path:
-        return self.root / "audit" / "audit.db"
-
-    def open_log(self) -> AuditLog:
-        key = self.root / "keys" / "audit-signing.key"
-        return AuditLog(self.db, self.keyring, key, checkpoint_every=EVERY)
-
-    def verify(self) -> VerifyReport:
-        with self.open_log() as log:
-            return log.verify()
-
-    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.db, isolation_level=None)
-        try:
-            return conn.execute(statement, params).fetchall()
-        finally:
-            conn.close()
 
 
 @pytest.fixture
@@ -52,23 +26,9 @@ def home(tmp_path: Path) -> Iterator[Home]:
     master = MasterKey.from_file(tmp_path / "keys" / "master.key", create=True)
     with KeyRing(tmp_path / "keys" / "keyring.db", master) as ring:
         ring.create_tenant("acme")
-        found = Home(tmp_path, ring)
-        with found.open_log() as log:
-            for i in range(ENTRIES):
-                tenant = "acme" if i % 2 else None
-                payload = {"question": f"q{i}", "answer": f"a{i}"}
-                log.append(
-                    AuditEvent(
-                        "key:k1", tenant, "documents.ask", f"doc:{i}", "ok", 2.5, {}, payload
-                    )
-                )
+        found = Home(tmp_path, ring, EVERY)
+        found.fill(ENTRIES, lambda i: {"question": f"q{i}", "answer": f"a{i}"})
         yield found
-
-
-def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:
-    assert not report.ok
-    assert report.first_bad_seq == seq, report.reason
-    assert reason in report.reason
 
 
 def test_untouched_log_verifies(home: Home) -> None:
