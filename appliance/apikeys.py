@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from appliance.crypto import check_tenant_name, create_file_once
+from appliance.crypto import create_file_once
 from appliance.errors import InvalidInput, NotFound, Unauthorized
+from appliance.keyring import check_tenant_name
 
 Role = Literal["admin", "analyst", "reviewer", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "analyst", "reviewer", "auditor")

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from appliance.audit import AuditLog
     from appliance.corpus.corpus import TenantCorpus
     from appliance.corpus.tenants import Tenants
-    from appliance.crypto import KeyRing
     from appliance.inference.chat import ChatModel
     from appliance.inference.embedder import Embedder
+    from appliance.keyring import KeyRing
 
 
 @dataclass
@@ -70,7 +70,8 @@ class Services:
 
     def keyring(self) -> KeyRing:
         """The tenant keyring, opened with the master key (created on first use)."""
-        from appliance.crypto import KeyRing, MasterKey, make_private_dir
+        from appliance.crypto import MasterKey, make_private_dir
+        from appliance.keyring import KeyRing
 
         with self._lock:
             if self._keyring is None:

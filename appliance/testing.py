@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.audit import AuditEvent, AuditLog, VerifyReport
-from appliance.crypto import KeyRing
+from appliance.keyring import KeyRing
 
 
 def run_cli(

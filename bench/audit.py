@@ -27,7 +27,8 @@ from typing import Any
 import cryptography
 
 from appliance.audit import AuditEvent, AuditLog, export, verify_export
-from appliance.crypto import KeyRing, MasterKey
+from appliance.crypto import MasterKey
+from appliance.keyring import KeyRing
 
 _RAW_DDL = (
     "CREATE TABLE entries (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, actor TEXT NOT NULL,"

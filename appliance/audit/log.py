@@ -42,16 +42,9 @@ from appliance.audit.records import (
 )
 from appliance.audit.signing import CheckpointSigner
 from appliance.audit.verify import verify_database
-from appliance.crypto import (
-    KeyRing,
-    TenantKeys,
-    check_tenant_name,
-    create_file_once,
-    make_private_dir,
-    open_sealed,
-    seal,
-)
+from appliance.crypto import create_file_once, make_private_dir, open_sealed, seal
 from appliance.errors import ConfigurationError, DecryptionFailed, InvalidInput
+from appliance.keyring import KeyRing, TenantKeys, check_tenant_name
 
 _MAX_READ = 10_000
 

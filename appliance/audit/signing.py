@@ -23,8 +23,9 @@ from appliance.audit.records import (
     checkpoint_message,
     export_header_message,
 )
-from appliance.crypto import KeyRing, create_file_once, open_sealed, seal
+from appliance.crypto import create_file_once, open_sealed, seal
 from appliance.errors import ConfigurationError, DecryptionFailed, InvalidInput
+from appliance.keyring import KeyRing
 
 _AAD = b"appliance-audit-signing-key"
 _RAW = serialization.Encoding.Raw

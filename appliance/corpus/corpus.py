@@ -20,9 +20,9 @@ import numpy.typing as npt
 from appliance.config import Settings
 from appliance.corpus.store import CorpusStore, StoredVersion
 from appliance.corpus.vectors import VectorHit, VectorIndex
-from appliance.crypto import TenantKeys
 from appliance.errors import ConfigurationError
 from appliance.inference.embedder import Embedder
+from appliance.keyring import TenantKeys
 
 _SAVE_EVERY_S = 30.0
 # HNSW cannot delete: removed ids stay in the graph, filtered at search time, until a

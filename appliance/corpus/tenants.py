@@ -15,9 +15,10 @@ from pathlib import Path
 
 from appliance.config import Settings
 from appliance.corpus.corpus import IndexSettings, TenantCorpus
-from appliance.crypto import KeyRing, TenantInfo, check_tenant_name, make_private_dir
+from appliance.crypto import make_private_dir
 from appliance.errors import NotFound
 from appliance.inference.embedder import Embedder
+from appliance.keyring import KeyRing, TenantInfo, check_tenant_name
 
 
 @dataclass

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.audit import AuditLog, export, verify_export
 from appliance.audit.records import GENESIS_HASH, entry_bytes
-from appliance.crypto import KeyRing, MasterKey
+from appliance.crypto import MasterKey
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.keyring import KeyRing
 from appliance.testing import AuditHome as Home
 from appliance.testing import assert_bad
 

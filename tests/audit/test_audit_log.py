@@ -19,8 +19,9 @@ import pytest
 
 import appliance
 from appliance.audit import AuditEvent, AuditLog
-from appliance.crypto import KeyRing, MasterKey
+from appliance.crypto import MasterKey
 from appliance.errors import ConfigurationError, InvalidInput, NotFound
+from appliance.keyring import KeyRing
 from appliance.testing import AuditHome as Home
 
 MARKER = "zebra-7f3a-PLAINTEXT-MARKER"
@@ -294,7 +295,8 @@ _APPENDER = """
 import sys, time
 from pathlib import Path
 from appliance.audit import AuditEvent, AuditLog
-from appliance.crypto import KeyRing, MasterKey
+from appliance.crypto import MasterKey
+from appliance.keyring import KeyRing
 root, who, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 master = MasterKey.from_file(root / "keys/master.key", create=False)
 ring = KeyRing(root / "keys/keyring.db", master)

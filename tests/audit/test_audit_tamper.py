@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.audit.records import entry_bytes
-from appliance.crypto import KeyRing, MasterKey
+from appliance.crypto import MasterKey
+from appliance.keyring import KeyRing
 from appliance.testing import AuditHome as Home
 from appliance.testing import assert_bad
 

@@ -8,15 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.crypto import (
-    KEY_BYTES,
-    KeyRing,
-    MasterKey,
-    TenantKeys,
-    create_file_once,
-    open_sealed,
-    seal,
-)
+from appliance.crypto import KEY_BYTES, MasterKey, create_file_once, open_sealed, seal
 from appliance.errors import (
     ConfigurationError,
     Conflict,
@@ -24,6 +16,7 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
 )
+from appliance.keyring import KeyRing, TenantKeys
 
 KEY = bytes(range(32))
 
