@@ -31,22 +31,19 @@ it, renames it over the old one and fsyncs the folder: a crash leaves the old fi
 from __future__ import annotations
 
 import contextlib
-import glob
-import json
-import os
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
-from appliance.crypto import KEY_BYTES, fsync_dir, make_private_dir, open_sealed, seal
-from appliance.errors import ConfigurationError, DecryptionFailed, InvalidInput
+from appliance.corpus.sealed_file import damaged, read_sealed, remove_stale_temps, write_sealed
+from appliance.crypto import KEY_BYTES
+from appliance.errors import ConfigurationError, InvalidInput
 
 IndexKind = Literal["auto", "flat", "hnsw"]
 Ids = npt.NDArray[np.int64]
@@ -59,10 +56,6 @@ FETCH_BATCH = 4096
 _EXACT_FRACTION = 0.1
 _MAGIC = b"APVECS\x00\x01"
 _FORMAT = 1
-_SAVE_ID_BYTES = 16
-_SEGMENT_BYTES = 16 << 20
-_RECORD = struct.Struct("<I?")  # sealed length, last segment
-_MAX_RECORD = 1 << 28  # bounds what a damaged length field can make us read
 _BITMAP_MIN_BYTES = 1 << 20
 
 
@@ -192,7 +185,7 @@ class VectorIndex:
         """
         _check_settings(key, dim, kind, hnsw_threshold, hnsw_m, ef_search)
         index = cls(path, key, dim, kind, (hnsw_threshold, hnsw_m, ef_search))
-        _remove_stale_temps(path)
+        remove_stale_temps(path)
         if path.exists():
             contents = _read_file(path, key, dim)
             if kind != "auto" and contents.kind != kind:
@@ -283,7 +276,7 @@ class VectorIndex:
     def save(self) -> None:
         """Seal the index into its file atomically (temporary file, fsync, rename)."""
         with self._mutating:
-            _remove_stale_temps(self._path)
+            remove_stale_temps(self._path)
             _write_file(self._path, self._key, self._dim, self._contents)
 
     def sync(self, live_ids: npt.ArrayLike, fetch: Callable[[Ids], npt.ArrayLike]) -> SyncReport:
@@ -542,79 +535,28 @@ def _some(ids: Ids) -> str:
 # --- the sealed file -----------------------------------------------------------------------
 
 
-def _aad(path: Path, save_id: bytes, seq: int, last: bool) -> bytes:
-    return b"vectors:" + path.name.encode() + b":" + save_id + struct.pack("<I?", seq, last)
+_WHAT = "vector index"
 
 
 def _write_file(path: Path, key: bytes, dim: int, c: _Contents) -> None:
     data = faiss.serialize_index(c.index)
-    meta = {"format": _FORMAT, "dim": dim, "kind": c.kind, "hnsw_m": c.hnsw_m}
-    meta |= {"index_bytes": len(data), "deleted": len(c.deleted)}
-    pieces = [np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)]
-    for part in (data, c.deleted.astype("<i8").view(np.uint8)):
-        pieces += [part[i : i + _SEGMENT_BYTES] for i in range(0, len(part), _SEGMENT_BYTES)]
-    save_id = os.urandom(_SAVE_ID_BYTES)
-    make_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{save_id.hex()[:8]}.tmp")
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(_MAGIC + save_id)
-            for seq, piece in enumerate(pieces):
-                last = seq == len(pieces) - 1
-                blob = seal(key, piece.tobytes(), _aad(path, save_id, seq, last))
-                f.write(_RECORD.pack(len(blob), last) + blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    header = {"format": _FORMAT, "dim": dim, "kind": c.kind, "hnsw_m": c.hnsw_m}
+    header |= {"index_bytes": len(data), "deleted": len(c.deleted)}
+    write_sealed(path, key, _MAGIC, header, [data, c.deleted.astype("<i8").view(np.uint8)])
 
 
 def _read_file(path: Path, key: bytes, dim: int) -> _Contents:
-    with path.open("rb") as f:
-        head = f.read(len(_MAGIC) + _SAVE_ID_BYTES)
-        if head[: len(_MAGIC)] != _MAGIC:
-            raise ConfigurationError(
-                f"{path} is not a sealed vector index: move it away, and the index is rebuilt "
-                "from the document store"
-            )
-        save_id = head[len(_MAGIC) :]
-        meta = json.loads(_open_record(f, path, key, save_id, 0)[0])
-        _check_meta(meta, path, dim)
-        buffer = np.empty(meta["index_bytes"] + 8 * meta["deleted"], dtype=np.uint8)
-        filled, seq, last = 0, 1, False
-        while not last:
-            piece, last = _open_record(f, path, key, save_id, seq)
-            if filled + len(piece) > len(buffer):
-                raise _damaged(path)
-            buffer[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-            filled, seq = filled + len(piece), seq + 1
-        if filled != len(buffer) or f.read(1):
-            raise _damaged(path)
+    meta, buffer = read_sealed(path, key, _MAGIC, _WHAT)
+    _check_meta(meta, path, dim)
+    if len(buffer) != meta["index_bytes"] + 8 * meta["deleted"]:
+        raise damaged(path, _WHAT)
     index = faiss.deserialize_index(buffer[: meta["index_bytes"]])
     if not isinstance(index, faiss.IndexIDMap2) or index.d != dim:
-        raise _damaged(path)
+        raise damaged(path, _WHAT)
     deleted = buffer[meta["index_bytes"] :].view("<i8").astype(np.int64)
     contents = _Contents(index, meta["kind"], meta["hnsw_m"], np.sort(_id_map(index)), deleted)
     contents.set_deleted(deleted)
     return contents
-
-
-def _open_record(
-    f: BinaryIO, path: Path, key: bytes, save_id: bytes, seq: int
-) -> tuple[bytes, bool]:
-    size = f.read(_RECORD.size)
-    if len(size) != _RECORD.size:
-        raise _damaged(path)
-    length, last = _RECORD.unpack(size)
-    if length > _MAX_RECORD:
-        raise _damaged(path)
-    try:
-        return open_sealed(key, f.read(length), _aad(path, save_id, seq, last)), last
-    except DecryptionFailed:
-        raise _damaged(path) from None
 
 
 def _check_meta(meta: dict[str, Any], path: Path, dim: int) -> None:
@@ -628,30 +570,3 @@ def _check_meta(meta: dict[str, Any], path: Path, dim: int) -> None:
             f"vector index {path} holds {meta['dim']}-dimensional vectors, but the embedder "
             f"makes {dim}: move the file away to rebuild it from the document store"
         )
-
-
-def _damaged(path: Path) -> DecryptionFailed:
-    return DecryptionFailed(
-        f"vector index {path} does not open with this tenant's key: wrong key, or the file "
-        "was altered or damaged. Move it away: the index is rebuilt from the document store"
-    )
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporary files left by saves whose process died (a kill mid-save)."""
-    if not path.parent.is_dir():
-        return
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from appliance.corpus import vectors
+from appliance.corpus import sealed_file
 from appliance.corpus.vectors import FETCH_BATCH, VectorIndex
 from appliance.errors import ConfigurationError, DecryptionFailed, InvalidInput
 
@@ -276,7 +276,7 @@ def records(data: bytes) -> tuple[bytes, list[bytes]]:
 def test_segments_cannot_be_reordered_dropped_or_mixed(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vectors, "_SEGMENT_BYTES", 4096)  # many segments from a small index
+    monkeypatch.setattr(sealed_file, "_SEGMENT_BYTES", 4096)  # many segments from a small index
     index, ids, vecs = filled(path, 100, kind="hnsw")
     index.remove(ids[:3].tolist())
     index.save()
