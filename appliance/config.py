@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     ocr: bool = Field(default=True, description="OCR scanned pages when Tesseract is installed.")
     ocr_languages: str = "eng"
 
+    tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS.")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
+
     master_passphrase: str | None = Field(
         default=None, description="Derive the master key from a passphrase instead of a key file."
     )

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from appliance.cli import admin, corpus, doctor, models, runtime
+from appliance.cli import admin, corpus, doctor, models, runtime, serve
 from appliance.cli.common import app
 from appliance.errors import ApplianceError
 
@@ -21,6 +21,7 @@ runtime.register(app)
 doctor.register(app)
 corpus.register(app)
 admin.register(app)
+serve.register(app)
 
 
 def main() -> None:
