@@ -129,15 +129,7 @@ def _header_line(header: ExportHeader, signature: bytes) -> dict[str, Any]:
 def _entry_line(entry: AuditEntry, prev_hash: bytes) -> dict[str, Any]:
     return {
         "type": "entry",
-        "seq": entry.seq,
-        "ts": entry.ts,
-        "actor": entry.actor,
-        "tenant": entry.tenant,
-        "action": entry.action,
-        "resource": entry.resource,
-        "outcome": entry.outcome,
-        "latency_ms": entry.latency_ms,
-        "models": json.loads(entry.models),
+        **entry.clear_fields(),
         "payload_ct": base64.b64encode(entry.payload_ct).decode(),
         "prev_hash": prev_hash.hex(),
         "hash": entry.hash.hex(),

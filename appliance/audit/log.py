@@ -378,15 +378,7 @@ def _entry_view(entry: AuditEntry, keys: TenantKeys | None) -> dict[str, Any]:
         except DecryptionFailed:
             payload = None
     return {
-        "seq": entry.seq,
-        "ts": entry.ts,
-        "actor": entry.actor,
-        "tenant": entry.tenant,
-        "action": entry.action,
-        "resource": entry.resource,
-        "outcome": entry.outcome,
-        "latency_ms": entry.latency_ms,
-        "models": json.loads(entry.models),
+        **entry.clear_fields(),
         "payload": payload,
         "payload_unreadable": payload is None,
         "hash": entry.hash.hex(),

@@ -81,6 +81,20 @@ class AuditEntry:
     hash: bytes
     mac: bytes = field(repr=False)
 
+    def clear_fields(self) -> dict[str, Any]:
+        """The fields stored in the clear, as JSON values (for reading and exporting)."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "tenant": self.tenant,
+            "action": self.action,
+            "resource": self.resource,
+            "outcome": self.outcome,
+            "latency_ms": self.latency_ms,
+            "models": json.loads(self.models),
+        }
+
     def entry_bytes(self) -> bytes:
         """The bytes this entry contributes to the hash chain."""
         return entry_bytes(
