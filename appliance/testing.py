@@ -15,12 +15,14 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.audit import AuditEvent, AuditLog, VerifyReport
+from appliance.crypto import MasterKey
 from appliance.keyring import KeyRing
 
 
@@ -157,6 +159,19 @@ class AuditHome:
                         "key:k1", tenant, "documents.ask", f"doc:{i}", "ok", 2.5, {}, payload(i)
                     )
                 )
+
+
+@contextmanager
+def filled_audit_home(
+    root: Path, *, every: int, entries: int, payload: Callable[[int], dict[str, Any]]
+) -> Iterator[AuditHome]:
+    """A home with tenant "acme" and ``entries`` audit entries, checkpointed every ``every``."""
+    master = MasterKey.from_file(root / "keys" / "master.key", create=True)
+    with KeyRing(root / "keys" / "keyring.db", master) as ring:
+        ring.create_tenant("acme")
+        home = AuditHome(root, ring, every)
+        home.fill(entries, payload)
+        yield home
 
 
 def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:

@@ -20,7 +20,7 @@ from appliance.crypto import MasterKey
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.keyring import KeyRing
 from appliance.testing import AuditHome as Home
-from appliance.testing import assert_bad
+from appliance.testing import assert_bad, filled_audit_home
 
 ENTRIES, EVERY = 35, 10  # checkpoints at 0, 10, 20, 30; entries 31..35 after the last
 MARKER = "marker-question-c41d"
@@ -28,11 +28,12 @@ MARKER = "marker-question-c41d"
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
-    master = MasterKey.from_file(tmp_path / "keys" / "master.key", create=True)
-    with KeyRing(tmp_path / "keys" / "keyring.db", master) as ring:
-        ring.create_tenant("acme")
-        found = Home(tmp_path, ring, EVERY)
-        found.fill(ENTRIES, lambda i: {"question": f"{MARKER} {i}", "answer": f"a{i}"})
+    with filled_audit_home(
+        tmp_path,
+        every=EVERY,
+        entries=ENTRIES,
+        payload=lambda i: {"question": f"{MARKER} {i}", "answer": f"a{i}"},
+    ) as found:
         yield found
 
 

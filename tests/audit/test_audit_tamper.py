@@ -13,10 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.audit.records import entry_bytes
-from appliance.crypto import MasterKey
-from appliance.keyring import KeyRing
 from appliance.testing import AuditHome as Home
-from appliance.testing import assert_bad
+from appliance.testing import assert_bad, filled_audit_home
 
 ENTRIES, EVERY = 35, 10  # checkpoints at 0, 10, 20, 30; entries 31..35 after the last
 _INSERT = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -24,11 +22,12 @@ _INSERT = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
-    master = MasterKey.from_file(tmp_path / "keys" / "master.key", create=True)
-    with KeyRing(tmp_path / "keys" / "keyring.db", master) as ring:
-        ring.create_tenant("acme")
-        found = Home(tmp_path, ring, EVERY)
-        found.fill(ENTRIES, lambda i: {"question": f"q{i}", "answer": f"a{i}"})
+    with filled_audit_home(
+        tmp_path,
+        every=EVERY,
+        entries=ENTRIES,
+        payload=lambda i: {"question": f"q{i}", "answer": f"a{i}"},
+    ) as found:
         yield found
 
 
