@@ -14,6 +14,14 @@ def audit_rows(home: Path) -> list[tuple[int, str, str, str | None]]:
         return list(db.execute("SELECT seq, action, outcome, tenant FROM entries ORDER BY seq"))
 
 
+def tenant_with_memo(cli_env: dict[str, str], tmp_path: Path, text: str) -> None:
+    """Tenant "acme" holding one ingested document, memo.txt."""
+    assert run_cli("tenants", "create", "acme", env=cli_env).returncode == 0
+    doc = tmp_path / "memo.txt"
+    doc.write_text(text)
+    assert run_cli("ingest", str(doc), "--tenant", "acme", env=cli_env).returncode == 0
+
+
 def test_keys_are_shown_once_and_listed_without_secrets(
     cli_env: dict[str, str], home: Path
 ) -> None:
@@ -51,10 +59,7 @@ def test_bad_key_requests(cli_env: dict[str, str]) -> None:
 def test_state_changes_are_audited_with_their_outcome(
     cli_env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
-    run_cli("tenants", "create", "acme", env=cli_env)
-    doc = tmp_path / "memo.txt"
-    doc.write_text("The audit trail records every change.")
-    run_cli("ingest", str(doc), "--tenant", "acme", env=cli_env)
+    tenant_with_memo(cli_env, tmp_path, "The audit trail records every change.")
     run_cli("keys", "create", "--role", "analyst", env=cli_env)  # refused: no tenant
     run_cli("documents", "delete", "99", "--tenant", "acme", env=cli_env)  # refused: unknown
     assert audit_rows(home) == [
@@ -117,10 +122,7 @@ def test_export_verifies_offline_with_only_the_public_key(
 def test_rotate_master_rewraps_tenant_keys(
     cli_env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
-    run_cli("tenants", "create", "acme", env=cli_env)
-    doc = tmp_path / "memo.txt"
-    doc.write_text("Rotation keeps every document readable.")
-    run_cli("ingest", str(doc), "--tenant", "acme", env=cli_env)
+    tenant_with_memo(cli_env, tmp_path, "Rotation keeps every document readable.")
     old = (home / "keys" / "master.key").read_bytes()
     rotated = run_cli("keys", "rotate-master", env=cli_env)
     assert rotated.returncode == 0, rotated.stderr
