@@ -166,3 +166,13 @@ class ApiKeys:
         if not done:
             raise NotFound(f"no active API key {key_id!r}: see `appliance keys list`")
         return next(k for k in self.list() if k.id == key_id)
+
+    def revoke_tenant(self, tenant: str) -> int:
+        """Revoke every active key of a tenant (when it is deleted); returns how many."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            done: int = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND revoked_at IS NULL",
+                (now, tenant),
+            ).rowcount
+        return done

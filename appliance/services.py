@@ -7,8 +7,10 @@ The API (in its lifespan), the CLI and the tests all get their runtimes and stor
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from appliance.config import Settings
 from appliance.inference.catalog import ModelCatalog, ModelEntry
@@ -20,7 +22,14 @@ if TYPE_CHECKING:
     from appliance.corpus.tenants import Tenants
     from appliance.inference.chat import ChatModel
     from appliance.inference.embedder import Embedder
-    from appliance.keyring import KeyRing
+    from appliance.keyring import KeyRing, TenantKeys
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
 
 
 @dataclass
@@ -33,6 +42,7 @@ class Services:
     _tenants: Tenants | None = field(default=None, repr=False)
     _audit: AuditLog | None = field(default=None, repr=False)
     _apikeys: ApiKeys | None = field(default=None, repr=False)
+    _tenant_states: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
@@ -127,8 +137,36 @@ class Services:
         embedder, entry = self._embedder_entry()
         return tenants.open(tenant, embedder, entry.ref)
 
+    def tenant_state(
+        self, tenant: str, kind: str, open_state: Callable[[Path, TenantKeys], S]
+    ) -> S:
+        """A per-tenant store of one ``kind`` (answer cache, taxonomies...), opened once.
+
+        ``open_state(folder, keys)`` gets the tenant's private folder and data keys; what it
+        returns is kept until :meth:`close` or :meth:`delete_tenant`, which call its
+        ``close()``. An unknown tenant is a ``NotFound``.
+        """
+        with self._lock:
+            state = self._tenant_states.get((tenant, kind))
+            if state is None:
+                keys = self.keyring().tenant_keys(tenant)
+                state = open_state(self.tenants().folder(tenant), keys)
+                self._tenant_states[(tenant, kind)] = state
+            return state
+
+    def delete_tenant(self, tenant: str) -> None:
+        """Delete a tenant: close its stores, revoke its API keys, destroy its keys and files."""
+        with self._lock:
+            for key in [k for k in self._tenant_states if k[0] == tenant]:
+                self._tenant_states.pop(key).close()
+            self.tenants().delete(tenant)
+            self.apikeys().revoke_tenant(tenant)
+
     def close(self) -> None:
         with self._lock:
+            for state in self._tenant_states.values():
+                state.close()
+            self._tenant_states.clear()
             if self._tenants is not None:
                 self._tenants.close()
                 self._tenants = None

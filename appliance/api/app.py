@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from appliance import __version__
 from appliance.api import documents, health
+from appliance.api.auditing import AuditMiddleware
 from appliance.api.problems import install_problem_handlers
 from appliance.config import Settings, load_settings
 from appliance.services import Services
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Document review and classification, on premises, offline.",
     )
     install_problem_handlers(app)
+    app.add_middleware(AuditMiddleware)
     app.include_router(health.router)
     app.include_router(documents.router)
     return app

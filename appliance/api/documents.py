@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from appliance.api.deps import ServicesDep, require, tenant_of
+from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
 from appliance.apikeys import Principal
-from appliance.audit import AuditEvent, Outcome
 from appliance.corpus.search import MAX_K, MAX_QUERY_CHARS, search
 
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -40,29 +38,14 @@ def get_document(document_id: int, principal: Reader, services: ServicesDep) -> 
 
 
 @router.delete("/documents/{document_id}", status_code=204)
-def delete_document(document_id: int, principal: Writer, services: ServicesDep) -> None:
-    """Delete a document from the store and both indexes (audited)."""
-    tenant = tenant_of(principal)
-    corpus = services.corpus(tenant)
-    started = time.perf_counter()
-    outcome: Outcome = "refused"
-    try:
-        corpus.store.document(document_id, principal.acl_groups)  # 404 outside the caller's view
-        corpus.delete_document(document_id)
-        outcome = "ok"
-    finally:
-        services.audit().append(
-            AuditEvent(
-                principal.key_id,
-                tenant,
-                "documents.delete",
-                f"document:{document_id}",
-                outcome,
-                round((time.perf_counter() - started) * 1000, 3),
-                {},
-                {},
-            )
-        )
+def delete_document(
+    document_id: int, principal: Writer, services: ServicesDep, record: AuditDep
+) -> None:
+    """Delete a document from the store and both indexes."""
+    record.action, record.resource = "documents.delete", f"document:{document_id}"
+    corpus = services.corpus(tenant_of(principal))
+    record.payload["source"] = corpus.store.document(document_id, principal.acl_groups).source
+    corpus.delete_document(document_id)
 
 
 @router.post("/search")

@@ -71,7 +71,7 @@ def tenants_delete(
         )
     svc = services()
     with audited(svc, "tenants.delete", tenant=None, resource=f"tenant:{name}"):
-        svc.tenants().delete(name)
+        svc.delete_tenant(name)
     svc.close()
     print(f"deleted tenant {name}; its key is destroyed")
 

@@ -33,6 +33,14 @@ class Tenants:
     def _dir(self, name: str) -> Path:
         return self.settings.index_dir / check_tenant_name(name)
 
+    def folder(self, name: str) -> Path:
+        """An existing tenant's private folder, for its stores beside the corpus."""
+        if not self.exists(name):
+            raise NotFound(f"unknown tenant {name!r}: see `appliance tenants list`")
+        folder = self._dir(name)
+        make_private_dir(folder)
+        return folder
+
     def create(self, name: str) -> TenantInfo:
         folder = self._dir(name)
         self.keyring.create_tenant(name)
