@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     ocr: bool = Field(default=True, description="OCR scanned pages when Tesseract is installed.")
     ocr_languages: str = "eng"
 
+    llm_queue_limit: int = Field(
+        default=8, ge=0, le=1000, description="Requests that may wait for the chat model; then 503."
+    )
+    llm_queue_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for the chat model before a 503."
+    )
+    llm_request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest generation; it is stopped after this."
+    )
+
     tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS.")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert.")
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from appliance import __version__
 from appliance.api import documents, health
 from appliance.api.auditing import AuditMiddleware
+from appliance.api.generation import LlmGate
 from appliance.api.problems import install_problem_handlers
 from appliance.config import Settings, load_settings
 from appliance.services import Services
@@ -26,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.from_settings(settings)
         app.state.services = services
+        app.state.llm_gate = LlmGate(
+            settings.llm_queue_limit, settings.llm_queue_timeout_s, settings.llm_request_timeout_s
+        )
         try:
             yield
         finally:
