@@ -13,10 +13,11 @@ import sys
 import typer
 
 from appliance.cli import admin, corpus, doctor, models, runtime, serve
-from appliance.cli.common import app
+from appliance.cli.common import app, eval_app
 from appliance.errors import ApplianceError
 
 app.add_typer(models.app, name="models")
+app.add_typer(eval_app, name="eval")
 runtime.register(app)
 doctor.register(app)
 corpus.register(app)

@@ -24,6 +24,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
+eval_app = typer.Typer(
+    help="Measure retrieval, answers and classification on labelled data.",
+    no_args_is_help=True,
+)
+
 
 def settings() -> Settings:
     return load_settings()
