@@ -69,6 +69,13 @@ class ApiKeyInfo:
     revoked_at: str | None
 
 
+def parse_groups(value: str | None) -> tuple[str, ...]:
+    """``"legal, hr"`` -> ``("hr", "legal")``: a comma-separated group list, checked."""
+    if value is None:
+        return ()
+    return check_groups([g.strip() for g in value.split(",") if g.strip()])
+
+
 def check_groups(groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for group in groups:
         if not _GROUP.fullmatch(group):

@@ -130,6 +130,14 @@ class GenerationError(ModelError):
     title = "The language model failed"
 
 
+class GenerationTimeout(ModelError):
+    """A generation ran past the per-request timeout and was stopped."""
+
+    status = 504
+    slug = "generation-timeout"
+    title = "The language model took too long"
+
+
 # --- documents -----------------------------------------------------------------
 
 

@@ -154,6 +154,20 @@ class Services:
                 self._tenant_states[(tenant, kind)] = state
             return state
 
+    def models_changed(self, role: str) -> None:
+        """Drop the loaded model of ``role`` after an activation; the next use loads the new one.
+
+        A generation already running keeps its model until it ends. A new embedding model
+        also closes the open corpora: each is built for one embedding model and says so.
+        """
+        with self._lock:
+            if role == "chat":
+                self._chat = None
+            elif role == "embedding":
+                self._embedder = None
+                if self._tenants is not None:
+                    self._tenants.close()
+
     def delete_tenant(self, tenant: str) -> None:
         """Delete a tenant: close its stores, revoke its API keys, destroy its keys and files."""
         with self._lock:

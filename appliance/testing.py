@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -179,3 +180,56 @@ def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:
     assert not report.ok
     assert report.first_bad_seq == seq, report.reason
     assert reason in report.reason
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """``appliance serve`` in a subprocess on 127.0.0.1, for tests and benchmarks."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, env: dict[str, str], log_path: Path, timeout: float = 90) -> LiveServer:
+        import httpx
+
+        port = free_port()
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "serve", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = cls(f"http://127.0.0.1:{port}", process, log_path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {server.log()}")
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        server.stop()
+        raise RuntimeError(f"the server did not answer within {timeout:g} s: {server.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, wait for the graceful shutdown; the exit code (-15 after a clean one)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        return int(self.process.returncode)

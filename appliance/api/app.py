@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from appliance import __version__
-from appliance.api import documents, health
+from appliance.api import admin, audit, documents, health, metrics, openai_compat
 from appliance.api.auditing import AuditMiddleware
 from appliance.api.generation import LlmGate
 from appliance.api.problems import install_problem_handlers
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.llm_gate = LlmGate(
             settings.llm_queue_limit, settings.llm_queue_timeout_s, settings.llm_request_timeout_s
         )
+        app.state.metrics.watch_gate(app.state.llm_gate)
         try:
             yield
         finally:
@@ -41,8 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="Document review and classification, on premises, offline.",
     )
+    app.state.metrics = metrics.ApiMetrics()
     install_problem_handlers(app)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(metrics.MetricsMiddleware)  # outermost: also counts what audit refuses
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(documents.router)
+    app.include_router(openai_compat.router)
+    app.include_router(admin.router)
+    app.include_router(audit.router)
     return app

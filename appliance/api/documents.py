@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
-from appliance.apikeys import Principal
+from appliance.api.uploads import read_upload
+from appliance.apikeys import Principal, parse_groups
+from appliance.corpus.ingest import IngestOptions, ingest_bytes
 from appliance.corpus.search import MAX_K, MAX_QUERY_CHARS, search
+from appliance.errors import Forbidden
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
@@ -21,6 +25,69 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["notice period"])
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Literal["hybrid", "bm25", "vector"] = "hybrid"
+
+
+@router.post(
+    "/documents",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "acl": {
+                                "type": "string",
+                                "description": "Groups allowed to see it: g1,g2",
+                                "example": "contracts,legal",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_document(
+    request: Request,
+    response: Response,
+    principal: Writer,
+    services: ServicesDep,
+    record: AuditDep,
+) -> dict[str, Any]:
+    """Ingest one document (multipart field ``file``, optional ``acl``).
+
+    201 with the new document version; 200 when the same bytes are already stored under
+    that name. A new upload under an existing name becomes its next version.
+    """
+    record.action = "documents.upload"
+    tenant = tenant_of(principal)
+    options = IngestOptions.from_settings(services.settings)
+    upload = await read_upload(request, options.limits.max_bytes)
+    acl = parse_groups(upload.fields.get("acl"))
+    if principal.acl_groups is not None and not set(acl) <= principal.acl_groups:
+        raise Forbidden("you can only restrict a document to groups your key belongs to")
+    record.payload.update(source=upload.filename, bytes=len(upload.data), acl=list(acl))
+    corpus = await run_in_threadpool(services.corpus, tenant)
+    record.models["embedding"] = services.embedder_entry().ref
+    report = await run_in_threadpool(
+        lambda: ingest_bytes(corpus, upload.filename, upload.data, acl=acl, options=options)
+    )
+    if report.unchanged:
+        response.status_code = 200
+        known = corpus.store.lookup(upload.filename)
+        assert known is not None
+        document = corpus.store.document(known[0], principal.acl_groups)
+        record.resource = f"document:{document.id}"
+        return {**asdict(document), "unchanged": True}
+    done = report.ingested[0]
+    record.resource = f"document:{done.document_id}"
+    document = corpus.store.document(done.document_id, principal.acl_groups)
+    return {**asdict(document), "unchanged": False}
 
 
 @router.get("/documents")

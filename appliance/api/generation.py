@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from anyio import to_thread
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from appliance.errors import Overloaded
+from appliance.errors import GenerationTimeout, Overloaded
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,3 +119,55 @@ async def stream_in_thread(
         close = getattr(pieces, "close", None)
         if close is not None:
             await asyncio.shield(to_thread.run_sync(close))
+
+
+async def run_cancellable(
+    request: Request, work: Callable[[threading.Event], T], timeout_s: float
+) -> T:
+    """Run a blocking generation in a worker thread; stop it on timeout or disconnect.
+
+    ``work`` receives the cancel event to pass to the model. When the client goes away the
+    event is set and the result is still returned (nobody reads it); when the timeout passes
+    first, ``GenerationTimeout`` is raised once the model has stopped.
+    """
+    cancel = threading.Event()
+    task = asyncio.ensure_future(to_thread.run_sync(work, cancel))
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.25)
+        if task.done():
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            cancel.set()
+        elif await request.is_disconnected():
+            cancel.set()
+    result = task.result()
+    if timed_out:
+        raise GenerationTimeout(f"the generation ran past {timeout_s:g} s and was stopped")
+    return result
+
+
+class GatedStream(StreamingResponse):
+    """A streamed response that holds the model gate until it is completely over.
+
+    The gate is entered before the response is returned (so a full queue is a plain 503) and
+    left here, whether the body ran to its end, failed, or was cancelled by a disconnect, even
+    one that comes before the body's first chunk (when the generator's own ``finally`` would
+    never run).
+    """
+
+    def __init__(self, content: AsyncIterator[str], gate: LlmGate) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._gate.leave()

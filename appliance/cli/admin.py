@@ -27,7 +27,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label, e.g. the system that uses it.")] = "",
 ) -> None:
     """Create an API key. It is printed once and stored only as a hash."""
-    from appliance.cli.corpus import parse_groups
+    from appliance.apikeys import parse_groups
 
     svc = services()
     with audited(svc, "keys.create", tenant=tenant, resource="key") as payload:

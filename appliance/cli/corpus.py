@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from appliance.apikeys import parse_groups
 from appliance.cli.common import audited, human_size, print_json, services
 from appliance.errors import InvalidInput
 
@@ -19,17 +20,6 @@ documents_app = typer.Typer(help="Documents of a tenant.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="The tenant.")]
-
-
-def parse_groups(value: str | None) -> tuple[str, ...]:
-    """``"legal, hr"`` -> ``("hr", "legal")``; group names are plain words."""
-    if value is None:
-        return ()
-    groups = sorted({g.strip() for g in value.split(",") if g.strip()})
-    for g in groups:
-        if not g.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(g) > 64:
-            raise InvalidInput(f"invalid group name {g!r}: use letters, digits, '-', '_' or '.'")
-    return tuple(groups)
 
 
 @tenants_app.command("create")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +10,7 @@ import pytest
 
 from appliance.config import Settings
 from appliance.services import Services
-from appliance.testing import run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from appliance.testing import LiveServer, free_port, run_cli
 
 
 @pytest.fixture
@@ -31,30 +21,11 @@ def server(
     setup.tenants().create("acme")
     key = setup.apikeys().create(role="analyst", tenant="acme")[0]
     setup.close()
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--port", str(port)],
-        env=cli_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield url, key
-    proc.terminate()
-    proc.wait(15)
-    log.close()
+    live = LiveServer.start(cli_env, tmp_path / "serve.log")
+    yield live.url, key
+    code = live.stop()
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal
-    text = (tmp_path / "serve.log").read_text()
-    assert proc.returncode in (0, -15) and "Application shutdown complete." in text, text
+    assert code in (0, -15) and "Application shutdown complete." in live.log(), live.log()
 
 
 def test_serve_answers_on_loopback(server: tuple[str, str]) -> None:
@@ -71,6 +42,6 @@ def test_serve_answers_on_loopback(server: tuple[str, str]) -> None:
 
 def test_serve_refuses_half_a_tls_setup(cli_env: dict[str, str], tmp_path: Path) -> None:
     env = dict(cli_env, APPLIANCE_TLS_CERT=str(tmp_path / "cert.pem"))
-    result = run_cli("serve", "--port", str(_free_port()), env=env, timeout=60)
+    result = run_cli("serve", "--port", str(free_port()), env=env, timeout=60)
     assert result.returncode == 1
     assert result.stderr == "error: TLS needs both tls_cert and tls_key (APPLIANCE_TLS_CERT/_KEY)\n"
