@@ -20,11 +20,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.audit import AuditEvent, AuditLog, VerifyReport
 from appliance.crypto import MasterKey
 from appliance.keyring import KeyRing
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi.testclient import TestClient
 
 
 def run_cli(
@@ -233,3 +237,31 @@ class LiveServer:
             self.process.terminate()
             self.process.wait(30)
         return int(self.process.returncode)
+
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
+
+
+@dataclass
+class Api:
+    """A TestClient with one API key per named caller."""
+
+    client: TestClient
+    keys: dict[str, str]
+    docs: dict[str, int]
+
+    def call(self, method: str, path: str, who: str | None, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        # TestClient answers with httpx2's Response where httpx2 is installed: same interface
+        response: httpx.Response = self.client.request(method, path, headers=headers, **kw)  # type: ignore[assignment,unused-ignore]
+        return response
+
+
+def assert_problem(resp: httpx.Response, status: int, detail: str = "") -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = resp.json()
+    assert set(body) >= PROBLEM_KEYS and body["status"] == status
+    assert body["type"].startswith("urn:appliance:problem:")
+    assert detail in body["detail"]
+    return body

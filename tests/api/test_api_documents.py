@@ -3,70 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from appliance.api.app import create_app
 from appliance.config import Settings
-from appliance.corpus.ingest import discover, ingest
-from appliance.services import Services
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
-
-
-@dataclass
-class Api:
-    client: TestClient
-    keys: dict[str, str]
-    docs: dict[str, int]
-
-    def call(self, method: str, path: str, who: str | None, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
-        return self.client.request(method, path, headers=headers, **kw)
-
-
-@pytest.fixture
-def api(settings: Settings, tmp_path: Path) -> Iterator[Api]:
-    setup = Services.from_settings(settings)
-    for tenant in ("acme", "globex"):
-        setup.tenants().create(tenant)
-    (tmp_path / "pub").mkdir()
-    (tmp_path / "pub" / "memo.txt").write_text("The office moves to Lyon in March.")
-    (tmp_path / "legal").mkdir()
-    (tmp_path / "legal" / "merger.txt").write_text("Merger talks with Initech are confidential.")
-    ingest(setup.corpus("acme"), discover([tmp_path / "pub"]))
-    ingest(setup.corpus("acme"), discover([tmp_path / "legal"]), acl=["legal"])
-    docs = {d.source: d.id for d in setup.corpus("acme").store.documents()}
-    keys = {}
-    for name, role, tenant, groups in [
-        ("analyst", "analyst", "acme", ("legal",)),
-        ("hr", "analyst", "acme", ("hr",)),
-        ("reviewer", "reviewer", "acme", ("legal",)),
-        ("auditor", "auditor", "acme", ()),
-        ("admin", "admin", "acme", ()),
-        ("globex", "analyst", "globex", ("legal",)),
-        ("root", "admin", None, ()),
-    ]:
-        keys[name] = setup.apikeys().create(role=role, tenant=tenant, groups=groups)[0]
-    setup.close()
-    with TestClient(create_app(settings)) as client:
-        yield Api(client, keys, docs)
-
-
-def assert_problem(resp: httpx.Response, status: int, detail: str = "") -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = resp.json()
-    assert set(body) >= PROBLEM_KEYS and body["status"] == status
-    assert body["type"].startswith("urn:appliance:problem:")
-    assert detail in body["detail"]
-    return body
+from appliance.testing import Api, assert_problem
 
 
 def test_health_needs_no_key(api: Api) -> None:
