@@ -252,6 +252,7 @@ class Api:
 
     def call(self, method: str, path: str, who: str | None, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        headers.update(kw.pop("headers", {}))
         # TestClient answers with httpx2's Response where httpx2 is installed: same interface
         response: httpx.Response = self.client.request(method, path, headers=headers, **kw)  # type: ignore[assignment,unused-ignore]
         return response

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from appliance import __version__
 from appliance.api import admin, audit, documents, health, metrics, openai_compat
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             services.close()
 
-    app = FastAPI(
+    # the docs pages with Swagger UI and ReDoc served from the package, not from a CDN
+    app = FastAPIOffline(
         title="Offline document appliance",
         version=__version__,
         lifespan=lifespan,

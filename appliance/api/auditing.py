@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from appliance.services import Services
 
 UNAUDITED = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/static-offline-docs/"
 log = logging.getLogger("appliance.api")
 
 
@@ -63,7 +64,8 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNAUDITED:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in UNAUDITED or path.startswith(DOCS_ASSETS):
             await self.app(scope, receive, send)
             return
         record = AuditRecord()
