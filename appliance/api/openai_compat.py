@@ -246,6 +246,7 @@ async def _sse_chunks(
         }
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
+    finished = False
     try:
         yield chunk({"role": "assistant", "content": ""}, None)
         tokens = model.stream(messages, params, json_schema=schema, cancel=cancel, stats=stats)
@@ -265,10 +266,13 @@ async def _sse_chunks(
             }
             yield f"data: {json.dumps(data)}\n\n"
         yield "data: [DONE]\n\n"
+        finished = True
     finally:
+        # a stream cut short by its client ends here too: say so in the audit entry
         payload["answer"] = "".join(pieces)
-        payload["finish_reason"] = stats.finish_reason
-        _count_tokens(request, model.model_ref, stats.completion_tokens)
+        payload["finish_reason"] = stats.finish_reason if finished else "disconnected"
+        payload["completion_tokens"] = len(pieces)
+        _count_tokens(request, model.model_ref, len(pieces))
 
 
 def _finish(reason: str) -> str:

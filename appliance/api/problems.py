@@ -18,6 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance.errors import PROBLEM_BASE, ApplianceError, Overloaded
 
 MEDIA_TYPE = "application/problem+json"
+# OpenAI clients read the message of an error from an ``error`` object; on the routes they
+# call, problems carry one too (an RFC 9457 extension member), so they show our detail.
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models"})
+
+
+def _body(problem: dict[str, Any], path: str) -> dict[str, Any]:
+    if path in OPENAI_PATHS:
+        slug = str(problem["type"]).rsplit(":", 1)[-1]
+        problem["error"] = {"message": problem["detail"], "type": slug, "code": slug}
+    return problem
+
+
 log = logging.getLogger("appliance.api")
 
 
@@ -32,7 +44,7 @@ def problem_response(
         "instance": request.url.path,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+    return JSONResponse(_body(body, request.url.path), status_code=status, media_type=MEDIA_TYPE)
 
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
@@ -40,7 +52,9 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     response = JSONResponse(
-        exc.problem(request.url.path), status_code=exc.status, media_type=MEDIA_TYPE
+        _body(exc.problem(request.url.path), request.url.path),
+        status_code=exc.status,
+        media_type=MEDIA_TYPE,
     )
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after)

@@ -132,6 +132,18 @@ def complete_from_stream(
     )
 
 
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a newline,
+# say), which no JSON parser accepts; the model then "satisfies" the grammar with invalid
+# JSON. Upstream llama.cpp excludes them; so do we.
+_LAX_CHAR = r'char ::= [^"\\] |'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def strict_json_strings(gbnf: str) -> str:
+    """The grammar with control characters (U+0000-U+001F, U+007F) barred from strings."""
+    return gbnf.replace(_LAX_CHAR, _STRICT_CHAR)
+
+
 def resolve_gpu_layers(
     setting: int | Literal["auto"], device: Literal["auto", "cpu", "cuda"], gpu_build: bool
 ) -> int:
@@ -244,11 +256,12 @@ class LlamaCppChat:
         return complete_from_stream(self, messages, params, json_schema, cancel)
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        from llama_cpp.llama_grammar import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
         check_json_schema(schema)
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            gbnf = strict_json_strings(json_schema_to_gbnf(json.dumps(schema)))
+            return LlamaGrammar.from_string(gbnf, verbose=False)
         except Exception as exc:  # the converter raises plain Exception/ValueError/KeyError
             raise InvalidInput(
                 f"the schema cannot be expressed as a grammar ({type(exc).__name__}: {exc})"

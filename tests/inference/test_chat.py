@@ -12,7 +12,13 @@ import jsonschema
 import pytest
 
 from appliance.errors import InvalidInput, ModelFormatError
-from appliance.inference.chat import GenerationParams, LlamaCppChat, StreamStats, resolve_gpu_layers
+from appliance.inference.chat import (
+    GenerationParams,
+    LlamaCppChat,
+    StreamStats,
+    resolve_gpu_layers,
+    strict_json_strings,
+)
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 PERSON_SCHEMA: dict[str, Any] = {
@@ -132,3 +138,20 @@ def test_gpu_layers_resolution() -> None:
     assert resolve_gpu_layers("auto", "cpu", gpu_build=True) == 0
     with pytest.raises(ModelFormatError, match="built without CUDA"):
         resolve_gpu_layers("auto", "cuda", gpu_build=False)
+
+
+def test_json_strings_cannot_hold_raw_control_characters(chat_model: LlamaCppChat) -> None:
+    # llama-cpp-python's own converter allows a raw newline inside a string; this prompt made
+    # the default model write one, and the answer was then invalid JSON (a 502)
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}},
+        "required": ["city"],
+    }
+    gbnf = strict_json_strings(json_schema_to_gbnf(json.dumps(schema)))
+    assert r'char ::= [^"\\\x7F\x00-\x1F] |' in gbnf
+    question = [{"role": "user", "content": "Which city is the capital of France?"}]
+    out = chat_model.complete(question, GenerationParams(max_tokens=100), json_schema=schema)  # type: ignore[arg-type]
+    assert isinstance(json.loads(out.text)["city"], str)
