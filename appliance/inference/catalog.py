@@ -110,6 +110,7 @@ class ModelCatalog:
 
     models_dir: Path
     _verified: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
+    _parsed: tuple[tuple[int, int], list[ModelEntry]] | None = field(default=None, repr=False)
 
     @property
     def catalog_path(self) -> Path:
@@ -143,8 +144,15 @@ class ModelCatalog:
             ) from None
 
     def entries(self) -> list[ModelEntry]:
-        doc = self._document().unwrap()
-        return [_entry_from_toml(raw) for raw in doc.get("model", [])]
+        """The catalog's entries, re-read whenever the file changes (parsing TOML costs ms,
+        and the API asks on every chat request)."""
+        self._require_dir()
+        stat = self.catalog_path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if self._parsed is None or self._parsed[0] != stamp:
+            doc = self._document().unwrap()
+            self._parsed = (stamp, [_entry_from_toml(raw) for raw in doc.get("model", [])])
+        return list(self._parsed[1])
 
     def get(self, spec: str) -> ModelEntry:
         """Find ``NAME`` (newest version) or ``NAME@VERSION``."""
