@@ -240,3 +240,43 @@ def test_no_plaintext_of_questions_or_documents_on_disk(
             scanned += 1
             assert not any(n in data for n in needles), f"plaintext marker in {path}"
     assert scanned >= 8  # keys, key DB, audit DB, corpus DB, sealed vectors...
+
+
+def test_generation_timeout_is_504_and_a_cut_stream_says_length(
+    staged_models: Path, tmp_path: Path
+) -> None:
+    slow = start_live(tmp_path, staged_models, APPLIANCE_LLM_REQUEST_TIMEOUT_S="1")
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Write a very long story about a ship."}],
+        "max_tokens": 2000,
+    }
+    try:
+        with slow.http() as http:
+            http.post("/v1/chat/completions", json={**body, "max_tokens": 2})  # load the model
+            started = time.monotonic()
+            resp = http.post("/v1/chat/completions", json=body)
+            assert resp.status_code == 504, resp.text
+            assert "ran past 1 s and was stopped" in resp.json()["detail"]
+            assert time.monotonic() - started < 15  # stopped, not run to 2000 tokens
+            with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+                events = [line for line in s.iter_lines() if line.startswith("data: {")]
+            import json
+
+            assert json.loads(events[-1][6:])["choices"][0]["finish_reason"] == "length"
+    finally:
+        slow.server.stop()
+
+
+def test_a_plain_request_whose_client_leaves_stops_generating(live: Live) -> None:
+    body = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Write a very long story about a ship."}],
+        "max_tokens": 1500,
+    }
+    with live.http() as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json=body, timeout=1.5)
+    deadline = time.monotonic() + 10
+    while _metric(live, "appliance_llm_running") != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _metric(live, "appliance_llm_running") == 0
