@@ -13,9 +13,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from appliance.api.auditing import AuditRecord
 from appliance.api.deps import AuditDep, ServicesDep, require
 from appliance.apikeys import Principal, Role
 from appliance.errors import Conflict, Forbidden, InvalidInput
+from appliance.inference.catalog import ModelEntry
+from appliance.services import Services
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -137,9 +140,7 @@ async def activate_model(
     _global_admin(principal)
     record.action, record.resource = "models.activate", f"model:{body.model}"
     entry = await run_in_threadpool(services.catalog.activate, body.model, by=principal.key_id)
-    services.models_changed(entry.role)
-    record.models[entry.role] = entry.ref
-    return {"role": entry.role, "active": entry.ref}
+    return _switched(entry, services, record)
 
 
 @router.post("/models/rollback")
@@ -150,6 +151,10 @@ async def rollback_model(
     _global_admin(principal)
     record.action, record.resource = "models.rollback", f"role:{body.role}"
     entry = await run_in_threadpool(services.catalog.rollback, body.role, by=principal.key_id)
-    services.models_changed(entry.role)
+    return _switched(entry, services, record)
+
+
+def _switched(entry: ModelEntry, services: Services, record: AuditRecord) -> dict[str, Any]:
+    services.models_changed(entry.role)  # the next request loads the newly active model
     record.models[entry.role] = entry.ref
     return {"role": entry.role, "active": entry.ref}

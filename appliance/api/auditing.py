@@ -10,12 +10,12 @@ and the status code decides the outcome: < 400 ``ok``, 401/403 ``denied``, other
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from appliance.api.asgi import ResponseWatch
 from appliance.audit import AuditEvent, Outcome
 
 if TYPE_CHECKING:
@@ -70,20 +70,11 @@ class AuditMiddleware:
             return
         record = AuditRecord()
         scope.setdefault("state", {})["audit"] = record
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, receive, send_and_watch)
+            await self.app(scope, receive, watch)
         finally:
-            latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            self._write(scope, record, status, latency_ms)
+            self._write(scope, record, watch.status, round(watch.seconds * 1000, 3))
 
     @staticmethod
     def _write(scope: Scope, record: AuditRecord, status: int, latency_ms: float) -> None:

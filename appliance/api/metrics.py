@@ -7,7 +7,6 @@ other parts register on ``app.state.metrics.registry`` (classification, for one)
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
@@ -19,8 +18,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from appliance.api.asgi import ResponseWatch
 from appliance.api.generation import LlmGate
 
 router = APIRouter(tags=["health"])
@@ -70,23 +70,15 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
             await self.app(scope, receive, watch)
         finally:
             metrics: ApiMetrics = scope["app"].state.metrics
             route = getattr(scope.get("route"), "path", None) or "(unmatched)"
             method = scope["method"]
-            metrics.requests.labels(method, route, str(status)).inc()
-            metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            metrics.requests.labels(method, route, str(watch.status)).inc()
+            metrics.latency.labels(method, route).observe(watch.seconds)
 
 
 @router.get("/metrics", response_class=Response)
