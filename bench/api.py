@@ -85,12 +85,18 @@ def _raw_rate(llm: Any, body: dict[str, Any]) -> tuple[int, float]:
     return n - 1, last - first
 
 
-def _concurrent(url: str, headers: dict[str, str], model: str, clients: int, mt: int) -> float:
-    """Aggregate generated tokens/s of ``clients`` simultaneous streams."""
+def _concurrent(
+    url: str, headers: dict[str, str], model: str, clients: int, mt: int
+) -> dict[str, float]:
+    """Aggregate generated tokens/s of ``clients`` simultaneous streams, and how many broke."""
     counts: list[int] = []
+    failures: list[str] = []
 
     def one(i: int) -> None:
-        counts.append(_stream_rate(url, headers, _body(model, 1000 + i, mt))[0] + 1)
+        try:
+            counts.append(_stream_rate(url, headers, _body(model, 1000 + i, mt))[0] + 1)
+        except httpx.HTTPError as exc:
+            failures.append(type(exc).__name__)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
@@ -98,7 +104,8 @@ def _concurrent(url: str, headers: dict[str, str], model: str, clients: int, mt:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return {"tok_s": round(sum(counts) / seconds, 1), "failed_streams": len(failures)}
 
 
 def _start_llama_server(model: Path, threads: int, n_ctx: int, log: Path) -> tuple[Any, str]:
@@ -172,7 +179,7 @@ def generation(threads: int, repeats: int, max_tokens: int, clients: int) -> dic
                     n, seconds = targets[name](_body(entry.name, i * 10 + len(name), max_tokens))
                     if i:
                         rates[name].append(n / seconds)
-            concurrent = {}
+            concurrent: dict[str, dict[str, float]] = {}
             if clients > 1:
                 concurrent = {
                     "ours": _concurrent(
@@ -202,11 +209,9 @@ def generation(threads: int, repeats: int, max_tokens: int, clients: int) -> dic
         "targets": {"ours_vs_raw": 0.9, "ours_vs_llama_cpp_server": 1.0},
     }
     if concurrent:
-        result[f"{clients}_clients_aggregate_tok_s"] = {
-            k: round(v, 1) for k, v in concurrent.items()
-        }
+        result[f"{clients}_clients"] = concurrent
         result[f"{clients}_clients_ratio_ours_vs_llama_cpp_server"] = round(
-            concurrent["ours"] / concurrent["llama_cpp_server"], 3
+            concurrent["ours"]["tok_s"] / concurrent["llama_cpp_server"]["tok_s"], 3
         )
     return result
 

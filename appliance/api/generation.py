@@ -97,28 +97,52 @@ def llm_gate(request: Request) -> LlmGate:
 async def stream_in_thread(
     pieces: Iterator[str], cancel: threading.Event, timeout_s: float
 ) -> AsyncIterator[str]:
-    """Iterate a blocking token stream from async code, one worker-thread hop per piece.
+    """Iterate a blocking token stream from async code, the model never waiting on the network.
 
-    The generation is cancelled (``cancel`` set, then the stream closed in its thread) when
-    it runs past ``timeout_s``, or when the consumer stops early: closes this iterator or is
-    cancelled because its client disconnected.
+    A thread of its own drives the stream and hands each piece to the event loop, so the
+    model computes the next token while this one is being sent (a hop to a worker thread
+    per token would make every token wait for the previous one's round trip: 15% of the
+    speed of the default model on two cores). The generation is cancelled when it runs past
+    ``timeout_s``, or when the consumer stops early (closes this iterator, or is cancelled
+    because its client disconnected); this returns only once the model has stopped.
     """
-    deadline = time.monotonic() + timeout_s
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
     done = object()
+
+    def hand_over(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            cancel.set()
+
+    def produce() -> None:
+        try:
+            for piece in pieces:
+                hand_over(piece)
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # re-raised on the event loop's side
+            hand_over(exc)
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # in the thread that ran it: a generator cannot be closed elsewhere
+            hand_over(done)
+
+    worker = threading.Thread(target=produce, name="generation", daemon=True)
+    deadline = loop.call_later(timeout_s, cancel.set)
+    worker.start()
     try:
-        while True:
-            if time.monotonic() > deadline:
-                cancel.set()
-            piece = await to_thread.run_sync(next, pieces, done)
-            if piece is done:
-                return
-            assert isinstance(piece, str)
-            yield piece
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, str)
+            yield item
     finally:
+        deadline.cancel()
         cancel.set()
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            await asyncio.shield(to_thread.run_sync(close))
+        await asyncio.shield(to_thread.run_sync(worker.join))
 
 
 async def run_cancellable(
