@@ -154,6 +154,11 @@ class Services:
                 self._tenant_states[(tenant, kind)] = state
             return state
 
+    def reindex(self, tenant: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Re-embed a tenant with the active embedding model (after activating a new one)."""
+        embedder, entry = self._embedder_entry()
+        return self.tenants().reembed(tenant, embedder, entry.ref, progress)
+
     def models_changed(self, role: str) -> None:
         """Drop the loaded model of ``role`` after an activation; the next use loads the new one.
 

@@ -130,15 +130,18 @@ class _Progress:
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         if not self.enabled:
-            return lambda source: None
+            return lambda source, done=None, total=None: None
         from rich.progress import Progress
 
         self._bar = Progress(transient=True, console=None)
         self._bar.start()
         task = self._bar.add_task("ingesting", total=self.total)
 
-        def advance(source: str) -> None:
-            self._bar.update(task, advance=1, description=source[-40:])
+        def advance(source: str, done: int | None = None, total: int | None = None) -> None:
+            if done is None:
+                self._bar.update(task, advance=1, description=source[-40:])
+            else:
+                self._bar.update(task, completed=done, total=total, description=source[-40:])
 
         return advance
 
@@ -221,8 +224,25 @@ def documents_delete(document_id: int, tenant: TenantOpt) -> None:
     print(f"deleted document {document_id}")
 
 
+def reindex(tenant: TenantOpt) -> None:
+    """Re-embed a tenant's documents with the active embedding model.
+
+    Run it after activating another embedding model (`appliance models activate`), with the
+    API stopped: until then the tenant refuses to open under the new model.
+    """
+    svc = services()
+    with audited(svc, "tenants.reindex", tenant=tenant, resource=f"tenant:{tenant}") as payload:
+        model = svc.embedder_entry().ref
+        with _Progress(0, enabled=True) as advance:
+            chunks = svc.reindex(tenant, lambda done, total: advance("re-embedding", done, total))
+        payload.update(embedding_model=model, chunks=chunks)
+    svc.close()
+    print(f"re-embedded {chunks} chunks of tenant {tenant} with {model}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(documents_app, name="documents")
     app.command()(ingest)
     app.command()(search)
+    app.command()(reindex)

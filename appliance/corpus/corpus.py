@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ import numpy.typing as npt
 from appliance.config import Settings
 from appliance.corpus.store import CorpusStore, StoredVersion
 from appliance.corpus.vectors import VectorHit, VectorIndex
+from appliance.crypto import fsync_dir
 from appliance.errors import ConfigurationError
 from appliance.inference.embedder import Embedder
 from appliance.keyring import TenantKeys
@@ -152,6 +154,46 @@ class TenantCorpus:
             self.store.close()
 
 
+def reembed(
+    name: str,
+    folder: Path,
+    keys: TenantKeys,
+    embedder: Embedder,
+    embedder_ref: str,
+    *,
+    batch: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Re-embed every live chunk of a tenant with ``embedder`` (after a new model's activation).
+
+    The corpus must not be open elsewhere. The new vectors are computed first, in memory;
+    then the sealed vector index is removed (it is derived data) and the store swaps its
+    embeddings and records ``embedder_ref`` in one transaction; the index is rebuilt from the
+    store when the corpus next opens. Interrupted at any point, the tenant is either still on
+    the old model (reindex again, or roll the model back) or on the new one with its index
+    rebuilt on open. Returns the number of chunks embedded.
+    """
+    store = CorpusStore(folder / "corpus.db", keys.db_key)
+    try:
+        ids = store.live_chunk_ids()
+        vectors = np.empty((len(ids), embedder.dim), dtype=np.float32)
+        for start in range(0, len(ids), batch):
+            part = ids[start : start + batch]
+            records = store.chunks(part.tolist())
+            vectors[start : start + len(part)] = embedder.embed(
+                [records[int(i)].text for i in part]
+            )
+            if progress is not None:
+                progress(start + len(part), len(ids))
+        index_file = folder / "vectors.sealed"
+        index_file.unlink(missing_ok=True)
+        fsync_dir(folder)
+        store.replace_embeddings(ids, vectors, embedder_ref)
+    finally:
+        store.close()
+    return len(ids)
+
+
 def _check_embedder(store: CorpusStore, tenant: str, embedder_ref: str) -> None:
     recorded = store.meta("embedding_model")
     if recorded is not None and recorded != embedder_ref:
@@ -159,5 +201,5 @@ def _check_embedder(store: CorpusStore, tenant: str, embedder_ref: str) -> None:
         raise ConfigurationError(
             f"tenant {tenant!r} was indexed with embedding model {recorded}, but the active one "
             f"is {embedder_ref}: activate {recorded} again (`appliance models activate`), or "
-            "re-ingest the tenant's documents into a new tenant"
+            f"re-embed the tenant with `appliance reindex --tenant {tenant}`"
         )

@@ -414,6 +414,35 @@ class CorpusStore:
             self._bump(conn)
         return retired
 
+    def replace_embeddings(
+        self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], model_ref: str
+    ) -> None:
+        """Swap every embedding for ``vectors`` of ``model_ref``, in one transaction.
+
+        ``ids`` must be exactly the live chunks (what :meth:`live_chunk_ids` returned);
+        the corpus is then recorded as embedded by ``model_ref``.
+        """
+        with self.transaction() as conn:
+            live = {int(r[0]) for r in conn.execute("SELECT id FROM chunks WHERE live = 1")}
+            if live != {int(i) for i in ids}:
+                raise ConfigurationError(
+                    "the tenant's documents changed while it was being re-embedded: run it again"
+                )
+            conn.execute("DELETE FROM embeddings")
+            conn.executemany(
+                "INSERT INTO embeddings VALUES (?, ?)",
+                (
+                    (int(i), v.astype(np.float32).tobytes())
+                    for i, v in zip(ids, vectors, strict=True)
+                ),
+            )
+            conn.execute(
+                "INSERT INTO meta VALUES ('embedding_model', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (model_ref,),
+            )
+            self._bump(conn)
+
     # --- reading -----------------------------------------------------------------------------
 
     def live_chunk_ids(self, groups: frozenset[str] | None = None) -> npt.NDArray[np.int64]:

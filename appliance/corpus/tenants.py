@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.corpus.corpus import IndexSettings, TenantCorpus
+from appliance.corpus.corpus import IndexSettings, TenantCorpus, reembed
 from appliance.crypto import make_private_dir
 from appliance.errors import NotFound
 from appliance.inference.embedder import Embedder
@@ -74,6 +75,22 @@ class Tenants:
                 )
                 self._open[name] = corpus
             return corpus
+
+    def reembed(
+        self,
+        name: str,
+        embedder: Embedder,
+        embedder_ref: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Re-embed a tenant's chunks with ``embedder``; its index is rebuilt on next open."""
+        folder = self.folder(name)
+        keys = self.keyring.tenant_keys(name)
+        with self._lock:  # nobody opens the corpus while its embeddings are swapped
+            corpus = self._open.pop(name, None)
+            if corpus is not None:
+                corpus.close()
+            return reembed(name, folder, keys, embedder, embedder_ref, progress=progress)
 
     def delete(self, name: str) -> None:
         folder = self._dir(name)
