@@ -497,6 +497,13 @@ class CorpusStore:
             raise NotFound(f"no document {doc_id} in this tenant")
         return found[0]
 
+    def document_chunk_ids(self, doc_id: int) -> npt.NDArray[np.int64]:
+        """Ids of a document's live chunks, in reading order."""
+        rows = self._query(
+            "SELECT id FROM chunks WHERE document_id = ? AND live = 1 ORDER BY ordinal", (doc_id,)
+        )
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
     def document_text(self, doc_id: int, groups: frozenset[str] | None = None) -> str:
         info = self.document(doc_id, groups)
         rows = self._query(

@@ -1,0 +1,256 @@
+"""Classification of a tenant's documents: tiers, routing, the review queue, learning.
+
+For each document: rules first (deterministic; the matched span is the explanation); then
+the active learned classifier when every label has enough examples (calibrated); else
+zero-shot similarity to the label descriptions (uncalibrated: never automated unless the
+taxonomy opts in). The confidence routes the result (``auto`` / ``review`` / ``human``);
+what a person must see lands in the review queue, and every reviewer decision becomes a
+training example for the next classifier version. Results are idempotent per (document
+version, classifier version).
+
+A document is represented by the normalised mean of its chunks' stored embeddings (no
+re-embedding); a text sent for classification is chunked and embedded the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.errors import EmptyDocument, InvalidInput
+from appliance.review import learner
+from appliance.review.label_store import LabelStore
+from appliance.review.labelling import Taxonomy
+
+if TYPE_CHECKING:
+    from appliance.corpus.corpus import TenantCorpus
+    from appliance.inference.embedder import Embedder
+    from appliance.services import Services
+
+Vectors = npt.NDArray[np.float32]
+Decision = Literal["accept", "correct"]
+MAX_TEXT_CHARS = 1_000_000
+
+
+def embed_chunks(embedder: Embedder, text: str) -> Vectors:
+    """A text's chunk vectors, chunked as ingest would (documents longer than the window)."""
+    from appliance.corpus.chunking import ChunkingPolicy, chunk_document
+    from appliance.corpus.parsers import parse
+
+    if not text.strip():
+        raise InvalidInput("text: empty; send the text to classify")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInput(f"text: longer than {MAX_TEXT_CHARS} characters")
+    doc = parse(text.encode("utf-8"), filename="text.txt")
+    chunks = chunk_document(doc, embedder.count_tokens, ChunkingPolicy())
+    return embedder.embed([doc.text[c.start : c.end] for c in chunks])
+
+
+def label_store(services: Services, tenant: str) -> LabelStore:
+    """The tenant's classification database, opened once per process."""
+    return services.tenant_state(
+        tenant, "classification", lambda folder, keys: LabelStore(folder / "labels.db", keys.db_key)
+    )
+
+
+@dataclass
+class Subject:
+    """What is being classified: its key, pooled vector, chunk vectors and text."""
+
+    key: str
+    vector: Vectors
+    chunk_ids: list[int]
+    chunk_vectors: Vectors
+    text: str
+    document_id: int | None = None
+
+
+@dataclass
+class Classification:
+    """Classification for one tenant, built per request from the shared services."""
+
+    store: LabelStore
+    corpus: TenantCorpus
+    embedder: Embedder
+    embedder_ref: str
+
+    @classmethod
+    def of(cls, services: Services, tenant: str) -> Classification:
+        corpus = services.corpus(tenant)
+        return cls(
+            label_store(services, tenant),
+            corpus,
+            services.embedder(),
+            services.embedder_entry().ref,
+        )
+
+    # --- subjects -------------------------------------------------------------------------
+
+    def document(self, document_id: int, groups: frozenset[str] | None) -> Subject:
+        store = self.corpus.store
+        info = store.document(document_id, groups)  # NotFound outside the caller's view
+        ids = store.document_chunk_ids(info.id)
+        if not len(ids):
+            raise EmptyDocument(f"document {document_id} has no text to classify")
+        vectors = store.embeddings(ids)
+        text = store.document_text(info.id, groups)
+        return Subject(
+            f"doc:{info.id}@{info.version}",
+            learner.pool(vectors),
+            ids.tolist(),
+            vectors,
+            text,
+            info.id,
+        )
+
+    def text(self, text: str) -> Subject:
+        vectors = embed_chunks(self.embedder, text)
+        key = "text:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        return Subject(key, learner.pool(vectors), [], vectors, text)
+
+    # --- taxonomies and training ----------------------------------------------------------
+
+    def add_examples(self, taxonomy: str, items: list[tuple[str, str, str]]) -> int:
+        """Add ``(label, text, source)`` examples; the texts are embedded, not stored."""
+        tax = self.store.taxonomy(taxonomy)
+        for label, _, _ in items:
+            tax.check_label(label)
+        rows = [(label, self.text(text).vector, "train", source) for label, text, source in items]
+        return self.store.add_examples(taxonomy, rows)
+
+    def train(self, taxonomy: str, by: str) -> dict[str, Any]:
+        """Fit a calibrated classifier on every example and make it the active version."""
+        tax = self.store.taxonomy(taxonomy)
+        vectors, labels, _ = self.store.examples(taxonomy)
+        model = learner.train(vectors, labels)
+        counts = {label: labels.count(label) for label in tax.labels}
+        params = {**model.to_json(), "counts": counts, "embedding_model": self.embedder_ref}
+        number = self.store.add_version(taxonomy, params, by)
+        return next(v for v in self.store.versions(taxonomy) if v["version"] == number)
+
+    # --- classifying ----------------------------------------------------------------------
+
+    def classify(self, taxonomy: str, subject: Subject) -> dict[str, Any]:
+        """The result for ``subject``; the stored one when this classifier version saw it."""
+        tax = self.store.taxonomy(taxonomy)
+        model, classifier = self._model(tax)
+        known = self.store.result(taxonomy, subject.key, classifier)
+        if known is not None:
+            return known
+        result = self._decide(tax, model, classifier, subject)
+        result["id"] = self.store.save_result(taxonomy, subject.key, result, subject.vector)
+        return result
+
+    def _model(self, tax: Taxonomy) -> tuple[learner.LinearClassifier | None, str]:
+        number = self.store.active_version(tax.name)
+        if number is not None:
+            params = self.store.version_params(tax.name, number)
+            enough = all(params["counts"].get(lab, 0) >= tax.min_examples for lab in tax.labels)
+            if enough and params.get("embedding_model") == self.embedder_ref:
+                return learner.LinearClassifier.from_json(params), f"v{number}"
+        return None, f"zero-shot:{self.embedder_ref}"
+
+    def _decide(
+        self,
+        tax: Taxonomy,
+        model: learner.LinearClassifier | None,
+        classifier: str,
+        subject: Subject,
+    ) -> dict[str, Any]:
+        signals: dict[str, Any] = {"nearest_examples": self._nearest(tax.name, subject.vector)}
+        rule_hit = next(
+            ((rule, span) for rule in tax.rules if (span := rule.match(subject.text))), None
+        )
+        if rule_hit is not None:
+            rule, (start, end) = rule_hit
+            label, confidence, tier, calibrated = rule.label, rule.confidence, "rule", True
+            signals["rule"] = {
+                "label": rule.label,
+                "pattern": rule.pattern,
+                "keywords": list(rule.keywords),
+                "start": start,
+                "end": end,
+            }
+            probabilities = {label: confidence}
+        elif model is not None:
+            p = model.probabilities(subject.vector[None, :])[0]
+            probabilities = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
+            label = max(probabilities, key=probabilities.__getitem__)
+            confidence, tier, calibrated = probabilities[label], "model", True
+            signals["chunks"] = self._weighing_chunks(model, subject, label)
+        else:
+            names = list(tax.labels)
+            described = [f"{n.replace('-', ' ')}: {tax.labels[n]}" for n in names]
+            p = learner.zero_shot(subject.vector[None, :], self.embedder.embed(described))[0]
+            probabilities = {n: float(v) for n, v in zip(names, p, strict=True)}
+            label = max(probabilities, key=probabilities.__getitem__)
+            confidence, tier, calibrated = probabilities[label], "zero-shot", False
+        top = sorted(probabilities.items(), key=lambda kv: -kv[1])[:5]
+        route = tax.route(
+            confidence, calibrated=calibrated, sample_key=f"{subject.key}|{classifier}"
+        )
+        return {
+            "taxonomy": tax.name,
+            "subject": subject.key,
+            "document_id": subject.document_id,
+            "label": label,
+            "confidence": round(float(confidence), 6),
+            "tier": tier,
+            "route": route,
+            "calibrated": calibrated,
+            "classifier": classifier,
+            "embedding_model": self.embedder_ref,
+            "signals": {**signals, "top_labels": [{"label": k, "p": round(v, 6)} for k, v in top]},
+        }
+
+    def _nearest(self, taxonomy: str, vector: Vectors, k: int = 3) -> list[dict[str, Any]]:
+        vectors, labels, _ = self.store.examples(taxonomy)
+        if not labels:
+            return []
+        sims = vectors @ vector
+        best = np.argsort(-sims)[:k]
+        return [{"label": labels[i], "similarity": round(float(sims[i]), 4)} for i in best]
+
+    @staticmethod
+    def _weighing_chunks(
+        model: learner.LinearClassifier, subject: Subject, label: str, k: int = 3
+    ) -> list[dict[str, Any]]:
+        if len(subject.chunk_vectors) < 2:
+            return []
+        p = model.probabilities(subject.chunk_vectors)[:, model.classes.index(label)]
+        order = np.argsort(-p)[:k]
+        ids = subject.chunk_ids or list(range(len(p)))
+        key = "chunk_id" if subject.chunk_ids else "chunk"
+        return [{key: int(ids[i]), "p": round(float(p[i]), 4)} for i in order]
+
+    # --- review -----------------------------------------------------------------------------
+
+    def decide(
+        self, item_id: int, decision: Decision, label: str | None, note: str | None, reviewer: str
+    ) -> dict[str, Any]:
+        item = self.store.review_item(item_id)
+        tax = self.store.taxonomy(item.taxonomy)
+        if decision == "correct":
+            if label is None:
+                raise InvalidInput("label: a correction names the right label")
+            final = tax.check_label(label)
+        elif decision == "accept":
+            if label not in (None, item.result["label"]):
+                raise InvalidInput("label: an accepted result keeps its label; use 'correct'")
+            final = item.result["label"]
+        else:
+            raise InvalidInput("decision: accept or correct")
+        if note is not None and len(note) > 2000:
+            raise InvalidInput("note: at most 2000 characters")
+        self.store.decide(item_id, decision, final, note, reviewer)
+        return {
+            "id": item_id,
+            "decision": decision,
+            "label": final,
+            "previous_label": item.result["label"],
+            "taxonomy": item.taxonomy,
+        }

@@ -1,0 +1,406 @@
+"""The classification database of one tenant (SQLCipher, under the tenant's data key).
+
+Taxonomies, labelled examples (as embeddings: no document text is kept here), classifier
+versions (plain parameters as JSON, never pickles), classification results, the review
+queue and batch jobs. One connection, one lock, explicit transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlcipher3
+
+from appliance.errors import ConfigurationError, Conflict, NotFound
+from appliance.review.labelling import Taxonomy
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS taxonomies (
+    name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS examples (
+    id INTEGER PRIMARY KEY, taxonomy TEXT NOT NULL REFERENCES taxonomies(name) ON DELETE CASCADE,
+    label TEXT NOT NULL, vector BLOB NOT NULL, origin TEXT NOT NULL, source TEXT NOT NULL,
+    created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    taxonomy TEXT NOT NULL REFERENCES taxonomies(name) ON DELETE CASCADE,
+    number INTEGER NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL, by TEXT NOT NULL,
+    PRIMARY KEY (taxonomy, number));
+CREATE TABLE IF NOT EXISTS active_versions (
+    taxonomy TEXT PRIMARY KEY REFERENCES taxonomies(name) ON DELETE CASCADE,
+    number INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY, taxonomy TEXT NOT NULL REFERENCES taxonomies(name) ON DELETE CASCADE,
+    subject TEXT NOT NULL, classifier TEXT NOT NULL, label TEXT NOT NULL,
+    confidence REAL NOT NULL, tier TEXT NOT NULL, route TEXT NOT NULL,
+    calibrated INTEGER NOT NULL, result TEXT NOT NULL, vector BLOB NOT NULL,
+    created_at TEXT NOT NULL, UNIQUE (taxonomy, subject, classifier));
+CREATE TABLE IF NOT EXISTS review_items (
+    id INTEGER PRIMARY KEY, result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,
+    taxonomy TEXT NOT NULL, confidence REAL NOT NULL, status TEXT NOT NULL,
+    decision TEXT, label TEXT, note TEXT, reviewer TEXT, decided_at TEXT,
+    created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS review_pending ON review_items (taxonomy, status, confidence);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, taxonomy TEXT NOT NULL, total INTEGER NOT NULL,
+    done INTEGER NOT NULL, failed INTEGER NOT NULL, status TEXT NOT NULL,
+    created_at TEXT NOT NULL, finished_at TEXT)
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    id: int
+    result_id: int
+    taxonomy: str
+    confidence: float
+    status: str
+    decision: str | None
+    label: str | None
+    note: str | None
+    reviewer: str | None
+    decided_at: str | None
+    created_at: str
+    result: dict[str, Any]
+
+
+class LabelStore:
+    """Thread-safe access to one tenant's classification database."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._lock = threading.RLock()
+        self._conn = sqlcipher3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        try:
+            self._conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            for statement in filter(str.strip, _SCHEMA.split(";\n")):
+                self._conn.execute(statement)
+        except sqlcipher3.DatabaseError as exc:
+            self._conn.close()
+            raise ConfigurationError(
+                f"classification database {path} does not open: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlcipher3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return list(self._conn.execute(sql, params))
+
+    # --- taxonomies --------------------------------------------------------------------
+
+    def create_taxonomy(self, taxonomy: Taxonomy) -> None:
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM taxonomies WHERE name = ?", (taxonomy.name,)).fetchone():
+                raise Conflict(f"taxonomy {taxonomy.name!r} already exists")
+            spec = json.dumps(taxonomy.to_json())
+            conn.execute("INSERT INTO taxonomies VALUES (?, ?, ?)", (taxonomy.name, spec, now()))
+
+    def taxonomy(self, name: str) -> Taxonomy:
+        rows = self._rows("SELECT spec FROM taxonomies WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"no taxonomy {name!r} in this tenant")
+        return Taxonomy.from_json(json.loads(rows[0][0]))
+
+    def taxonomies(self) -> list[Taxonomy]:
+        rows = self._rows("SELECT spec FROM taxonomies ORDER BY name")
+        return [Taxonomy.from_json(json.loads(r[0])) for r in rows]
+
+    def delete_taxonomy(self, name: str) -> None:
+        with self.transaction() as conn:
+            if not conn.execute("DELETE FROM taxonomies WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no taxonomy {name!r} in this tenant")
+
+    # --- examples and versions ---------------------------------------------------------
+
+    def add_examples(
+        self, taxonomy: str, items: Sequence[tuple[str, npt.NDArray[np.float32], str, str]]
+    ) -> int:
+        """Add ``(label, vector, origin, source)`` examples in one transaction."""
+        stamp = now()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp)
+                    for lab, v, o, s in items
+                ],
+            )
+        return len(items)
+
+    def examples(self, taxonomy: str) -> tuple[npt.NDArray[np.float32], list[str], list[str]]:
+        """(vectors, labels, origins) of every example, oldest first."""
+        rows = self._rows(
+            "SELECT vector, label, origin FROM examples WHERE taxonomy = ? ORDER BY id", (taxonomy,)
+        )
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32), [], []
+        vectors = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
+        return vectors, [r[1] for r in rows], [r[2] for r in rows]
+
+    def example_counts(self, taxonomy: str) -> dict[str, dict[str, int]]:
+        rows = self._rows(
+            "SELECT label, origin, count(*) FROM examples WHERE taxonomy = ? GROUP BY 1, 2",
+            (taxonomy,),
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for label, origin, n in rows:
+            counts.setdefault(label, {})[origin] = n
+        return counts
+
+    def add_version(self, taxonomy: str, params: dict[str, Any], by: str) -> int:
+        """Store a trained classifier as the next version and make it active."""
+        with self.transaction() as conn:
+            last = conn.execute(
+                "SELECT max(number) FROM versions WHERE taxonomy = ?", (taxonomy,)
+            ).fetchone()[0]
+            number = (last or 0) + 1
+            conn.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                (taxonomy, number, json.dumps(params), now(), by),
+            )
+            conn.execute(
+                "INSERT INTO active_versions VALUES (?, ?) ON CONFLICT (taxonomy) "
+                "DO UPDATE SET number = excluded.number",
+                (taxonomy, number),
+            )
+        return number
+
+    def versions(self, taxonomy: str) -> list[dict[str, Any]]:
+        active = self.active_version(taxonomy)
+        rows = self._rows(
+            "SELECT number, params, created_at, by FROM versions WHERE taxonomy = ? "
+            "ORDER BY number",
+            (taxonomy,),
+        )
+        out = []
+        for number, params, created, by in rows:
+            p = json.loads(params)
+            out.append(
+                {
+                    "version": number,
+                    "active": number == active,
+                    "created_at": created,
+                    "by": by,
+                    "examples": p["examples"],
+                    "ece": p["ece"],
+                    "labels": p["classes"],
+                    "temperature": p["temperature"],
+                }
+            )
+        return out
+
+    def active_version(self, taxonomy: str) -> int | None:
+        rows = self._rows("SELECT number FROM active_versions WHERE taxonomy = ?", (taxonomy,))
+        return int(rows[0][0]) if rows else None
+
+    def version_params(self, taxonomy: str, number: int) -> dict[str, Any]:
+        rows = self._rows(
+            "SELECT params FROM versions WHERE taxonomy = ? AND number = ?", (taxonomy, number)
+        )
+        if not rows:
+            raise NotFound(f"taxonomy {taxonomy!r} has no classifier version {number}")
+        params: dict[str, Any] = json.loads(rows[0][0])
+        return params
+
+    def activate_version(self, taxonomy: str, number: int) -> None:
+        self.version_params(taxonomy, number)
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE active_versions SET number = ? WHERE taxonomy = ?", (number, taxonomy)
+            )
+
+    # --- results and the review queue --------------------------------------------------
+
+    def result(self, taxonomy: str, subject: str, classifier: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT id, result FROM results WHERE taxonomy = ? AND subject = ? AND classifier = ?",
+            (taxonomy, subject, classifier),
+        )
+        return {**json.loads(rows[0][1]), "id": rows[0][0]} if rows else None
+
+    def save_result(
+        self, taxonomy: str, subject: str, result: dict[str, Any], vector: npt.NDArray[np.float32]
+    ) -> int:
+        """Store a result (and its review item when routed to a person); returns its id.
+
+        The document's pooled vector is kept with it, so a reviewer's correction can become
+        a training example without keeping the document's text here.
+        """
+        stamp = now()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO results (taxonomy, subject, classifier, label, confidence, tier, "
+                "route, calibrated, result, vector, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    taxonomy,
+                    subject,
+                    result["classifier"],
+                    result["label"],
+                    result["confidence"],
+                    result["tier"],
+                    result["route"],
+                    int(result["calibrated"]),
+                    json.dumps(result),
+                    vector.astype(np.float32).tobytes(),
+                    stamp,
+                ),
+            )
+            result_id = int(cur.lastrowid)
+            if result["route"] in ("review", "human"):
+                conn.execute(
+                    "INSERT INTO review_items (result_id, taxonomy, confidence, status, created_at)"
+                    " VALUES (?, ?, ?, 'pending', ?)",
+                    (result_id, taxonomy, result["confidence"], stamp),
+                )
+        return result_id
+
+    def review_items(
+        self, taxonomy: str | None, status: str = "pending", limit: int = 50
+    ) -> list[ReviewItem]:
+        where = "r.status = ?" + (" AND r.taxonomy = ?" if taxonomy else "")
+        params: list[Any] = [status] + ([taxonomy] if taxonomy else [])
+        rows = self._rows(
+            "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
+            "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
+            f"JOIN results s ON s.id = r.result_id WHERE {where} "
+            "ORDER BY r.confidence ASC, r.created_at ASC, r.id ASC LIMIT ?",
+            [*params, limit],
+        )
+        return [_item(r) for r in rows]
+
+    def review_item(self, item_id: int) -> ReviewItem:
+        rows = self._rows(
+            "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
+            "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
+            "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
+            (item_id,),
+        )
+        if not rows:
+            raise NotFound(f"no review item {item_id} in this tenant")
+        return _item(rows[0])
+
+    def decide(
+        self, item_id: int, decision: str, label: str, note: str | None, reviewer: str
+    ) -> None:
+        """Record a decision once (409 if already decided); the reviewed document, with the
+        label the reviewer settled on, becomes a training example in the same transaction."""
+        with self.transaction() as conn:
+            done = conn.execute(
+                "UPDATE review_items SET status = 'decided', decision = ?, label = ?, note = ?, "
+                "reviewer = ?, decided_at = ? WHERE id = ? AND status = 'pending'",
+                (decision, label, note, reviewer, now(), item_id),
+            ).rowcount
+            if not done:
+                raise Conflict(f"review item {item_id} was already decided")
+            conn.execute(
+                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at) "
+                "SELECT r.taxonomy, ?, s.vector, ?, s.subject, ? FROM review_items r "
+                "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
+                (label, f"review-{decision}", now(), item_id),
+            )
+
+    def route_stats(self, taxonomy: str) -> dict[str, Any]:
+        """Counts for the metrics: results per route and label, reviewed precision."""
+        routes = dict(
+            self._rows(
+                "SELECT route, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
+            )
+        )
+        labels = dict(
+            self._rows(
+                "SELECT label, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
+            )
+        )
+        reviewed = self._rows(
+            "SELECT s.route, s.label, r.decision FROM review_items r JOIN results s "
+            "ON s.id = r.result_id WHERE r.taxonomy = ? AND r.status = 'decided'",
+            (taxonomy,),
+        )
+        confidences = [
+            r[0]
+            for r in self._rows("SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,))
+        ]
+        return {
+            "routes": routes,
+            "labels": labels,
+            "reviewed": reviewed,
+            "confidences": confidences,
+        }
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def create_job(self, taxonomy: str, total: int) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO jobs (taxonomy, total, done, failed, status, created_at) "
+                "VALUES (?, ?, 0, 0, 'running', ?)",
+                (taxonomy, total, now()),
+            )
+            return int(cur.lastrowid)
+
+    def update_job(self, job_id: int, done: int, failed: int, status: str = "running") -> None:
+        finished = now() if status != "running" else None
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET done = ?, failed = ?, status = ?, finished_at = ? WHERE id = ?",
+                (done, failed, status, finished, job_id),
+            )
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        rows = self._rows(
+            "SELECT id, taxonomy, total, done, failed, status, created_at, finished_at "
+            "FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if not rows:
+            raise NotFound(f"no classification job {job_id} in this tenant")
+        keys = ("id", "taxonomy", "total", "done", "failed", "status", "created_at", "finished_at")
+        return dict(zip(keys, rows[0], strict=True))
+
+
+def _item(row: Sequence[Any]) -> ReviewItem:
+    return ReviewItem(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        json.loads(row[11]),
+    )
