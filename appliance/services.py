@@ -173,6 +173,11 @@ class Services:
                 if self._tenants is not None:
                     self._tenants.close()
 
+    def open_tenant_states(self, kind: str) -> list[tuple[tuple[str, str], Any]]:
+        """The per-tenant stores of ``kind`` open now (for metrics); never opens one."""
+        with self._lock:
+            return [(key, state) for key, state in self._tenant_states.items() if key[1] == kind]
+
     def delete_tenant(self, tenant: str) -> None:
         """Delete a tenant: close its stores, revoke its API keys, destroy its keys and files."""
         with self._lock:

@@ -12,11 +12,20 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from appliance import __version__
-from appliance.api import admin, audit, documents, health, metrics, openai_compat
+from appliance.api import (
+    admin,
+    audit,
+    classification,
+    documents,
+    health,
+    metrics,
+    openai_compat,
+)
 from appliance.api.auditing import AuditMiddleware
 from appliance.api.generation import LlmGate
 from appliance.api.problems import install_problem_handlers
 from appliance.config import Settings, load_settings
+from appliance.review.classification_metrics import ClassificationCollector
 from appliance.services import Services
 
 
@@ -32,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.llm_queue_limit, settings.llm_queue_timeout_s, settings.llm_request_timeout_s
         )
         app.state.metrics.watch_gate(app.state.llm_gate)
+        app.state.metrics.registry.register(ClassificationCollector(services))
         try:
             yield
         finally:
@@ -54,4 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     app.include_router(audit.router)
+    app.include_router(classification.router)
     return app
