@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from appliance.cli import admin, corpus, doctor, models, runtime, serve
+from appliance.cli import admin, classification, corpus, doctor, models, runtime, serve
 from appliance.cli.common import app, eval_app
 from appliance.errors import ApplianceError
 
@@ -23,6 +23,7 @@ doctor.register(app)
 corpus.register(app)
 admin.register(app)
 serve.register(app)
+classification.register(app)
 
 
 def main() -> None:
