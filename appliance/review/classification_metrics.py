@@ -44,6 +44,7 @@ def summary(stats: dict[str, Any]) -> dict[str, Any]:
         "corrections": corrections,
         "confidence_histogram": histogram,
         "labels": stats["labels"],
+        "labels_by_day": stats["labels_by_day"],
     }
 
 

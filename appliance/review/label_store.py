@@ -351,11 +351,19 @@ class LabelStore:
             r[0]
             for r in self._rows("SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,))
         ]
+        by_day: dict[str, dict[str, int]] = {}
+        for day, label, n in self._rows(
+            "SELECT substr(created_at, 1, 10), label, count(*) FROM results WHERE taxonomy = ? "
+            "GROUP BY 1, 2 ORDER BY 1",
+            (taxonomy,),
+        ):
+            by_day.setdefault(day, {})[label] = n
         return {
             "routes": routes,
             "labels": labels,
             "reviewed": reviewed,
             "confidences": confidences,
+            "labels_by_day": by_day,
         }
 
     # --- jobs ----------------------------------------------------------------------------

@@ -163,6 +163,8 @@ def test_zero_shot_then_trained_then_corrected(api: Api, texts: dict[str, list[s
     ] == [True, False]
 
     metrics = api.call("GET", "/v1/taxonomies/film-texts/metrics", "analyst").json()
+    assert sum(sum(d.values()) for d in metrics["labels_by_day"].values()) == 41
+    assert sum(sum(d.values()) for d in metrics["labels_by_day"].values()) == 41
     assert metrics["results"] == 41 and sum(r["reviewed"] for r in metrics["routes"].values()) == 1
     assert 'appliance_classification_results{route="' in api.call(
         "GET", "/metrics", None
@@ -324,3 +326,4 @@ def test_tenants_and_roles_are_kept_apart(api: Api) -> None:
     )
     assert_problem(api.call("GET", "/v1/review", "analyst"), 403)
     assert_problem(api.call("GET", "/v1/review", "auditor"), 403)
+
