@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from appliance import __version__
 from appliance.api import (
     admin,
+    ask,
     audit,
     classification,
     documents,
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(audit.router)
     app.include_router(classification.router)
+    app.include_router(ask.router)
     return app

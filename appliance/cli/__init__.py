@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from appliance.cli import admin, classification, corpus, doctor, models, runtime, serve
+from appliance.cli import admin, asking, classification, corpus, doctor, models, runtime, serve
 from appliance.cli.common import app, eval_app
 from appliance.errors import ApplianceError
 
@@ -24,6 +24,7 @@ corpus.register(app)
 admin.register(app)
 serve.register(app)
 classification.register(app)
+asking.register(app)
 
 
 def main() -> None:

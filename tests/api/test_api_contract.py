@@ -113,6 +113,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any], frozenset[str | None]]] = [
         {"json": {"decision": "accept"}},
         frozenset({"reviewer", "admin", "root"}),
     ),
+    ("POST", "/v1/ask", "/v1/ask", {"json": {"question": "zebra quantum"}}, READER),
     ("GET", "/v1/audit", "/v1/audit", {}, AUDITOR),
     ("GET", "/v1/audit/verify", "/v1/audit/verify", {}, AUDITOR),
 ]

@@ -1,0 +1,138 @@
+"""``POST /v1/ask``: answers from the caller's documents, with verified citations.
+
+The generation waits its turn at the model gate like any chat request. With
+``stream: true`` the response is server-sent events: ``token`` events while the model
+writes, then one ``result`` event with the verified answer (the same object as the plain
+response: only supported sentences, checked citations), then ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from appliance.api.auditing import AuditRecord
+from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
+from appliance.api.generation import GatedStream, llm_gate, run_cancellable, stream_in_thread
+from appliance.apikeys import Principal
+from appliance.inference.chat import ChatModel, GenerationParams, Message
+from appliance.review import answering
+
+router = APIRouter(prefix="/v1", tags=["review"])
+Asker = Annotated[Principal, Depends(require("analyst", "reviewer"))]
+
+
+class AskRequest(BaseModel):
+    model_config = {
+        "json_schema_extra": {"examples": [{"question": "When does the warehouse lease end?"}]}
+    }
+
+    question: str = Field(min_length=1, max_length=answering.MAX_QUESTION_CHARS)
+    k: int = Field(default=answering.DEFAULT_K, ge=1, le=20)
+    stream: bool = False
+
+
+@router.post("/ask", response_model=None)
+async def ask(
+    body: AskRequest, request: Request, principal: Asker, services: ServicesDep, record: AuditDep
+) -> dict[str, Any] | GatedStream:
+    """Answer from the documents the caller may see, or say that they do not answer it."""
+    record.action, record.resource = "review.ask", "ask"
+    record.payload["question"] = body.question
+    question = answering.check_question(body.question)
+    tenant = tenant_of(principal)
+    corpus = await run_in_threadpool(services.corpus, tenant)
+    chat = await run_in_threadpool(services.chat)
+    models = {"chat": chat.model_ref, "embedding": services.embedder_entry().ref}
+    record.models.update(models)
+    cache = answering.answer_cache(services, tenant)
+    key = cache.key(question, body.k, principal.acl_groups, corpus.store.corpus_version, models)
+    cached = cache.get(key)
+    if cached is not None:
+        _audit(record, cached)
+        return _as_events(cached) if body.stream else cached
+    retrieval = await run_in_threadpool(
+        answering.retrieve, corpus, question, body.k, principal.acl_groups
+    )
+    if retrieval.weak:  # nothing to generate from: no need to wait for the model
+        timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": 0.0}
+        result = answering.answer(retrieval, [], "", timings, models)
+        cache.put(key, corpus.store.corpus_version, result)
+        _audit(record, result)
+        return _as_events(result) if body.stream else result
+    messages, sources = answering.prompt(chat, retrieval)
+    gate = llm_gate(request)
+
+    def finish(generated: str, generate_ms: float) -> dict[str, Any]:
+        timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
+        result = answering.answer(retrieval, sources, generated, timings, models)
+        cache.put(key, corpus.store.corpus_version, result)
+        _audit(record, result)
+        return result
+
+    if body.stream:
+        await gate.enter()
+        return GatedStream(_events(chat, messages, gate.request_timeout_s, finish), gate)
+    started = time.perf_counter()
+    params = GenerationParams(max_tokens=answering.ANSWER_TOKENS)
+    async with gate.slot():
+        done = await run_cancellable(
+            request,
+            lambda cancel: chat.complete(messages, params, cancel=cancel),
+            gate.request_timeout_s,
+        )
+    return finish(done.text, round((time.perf_counter() - started) * 1000, 1))
+
+
+async def _events(
+    chat: ChatModel, messages: list[Message], timeout_s: float, finish: Any
+) -> AsyncIterator[str]:
+    cancel = threading.Event()
+    params = GenerationParams(max_tokens=answering.ANSWER_TOKENS)
+    started = time.perf_counter()
+    pieces: list[str] = []
+    async for piece in stream_in_thread(
+        chat.stream(messages, params, cancel=cancel), cancel, timeout_s
+    ):
+        pieces.append(piece)
+        yield f"event: token\ndata: {json.dumps(piece)}\n\n"
+    result = await run_in_threadpool(
+        finish, "".join(pieces), round((time.perf_counter() - started) * 1000, 1)
+    )
+    yield f"event: result\ndata: {json.dumps(result)}\n\n"
+    yield "event: done\ndata: {}\n\n"
+
+
+def _as_events(result: dict[str, Any]) -> Any:
+    from fastapi.responses import StreamingResponse
+
+    async def once() -> AsyncIterator[str]:
+        yield f"event: result\ndata: {json.dumps(result)}\n\n"
+        yield "event: done\ndata: {}\n\n"
+
+    return StreamingResponse(once(), media_type="text/event-stream")
+
+
+def _audit(record: AuditRecord, result: dict[str, Any]) -> None:
+    record.payload.update(
+        answer=result["answer"],
+        abstained=result["abstained"],
+        cached=result["cached"],
+        retrieved_chunks=[r["chunk_id"] for r in result["retrieved"]],
+        citations=[
+            {k: c[k] for k in ("document_id", "source", "start", "end")}
+            for c in result["citations"]
+        ],
+        verification=[
+            {"supported": s["supported"], "support": s["support"], "problems": s["problems"]}
+            for s in result["sentences"]
+        ],
+        timings=result["timings"],
+    )

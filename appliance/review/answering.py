@@ -1,0 +1,227 @@
+"""Ask: retrieve -> abstain on weak evidence -> prompt -> generate -> verify -> answer.
+
+The steps are separate so the API can run the generation behind the model gate (and
+stream it), while the CLI and the evaluation run them in one call (:func:`ask`). An
+answer's every returned sentence is supported by a cited source (see ``grounding``);
+when retrieval finds nothing close enough, or no sentence survives verification, the
+answer is the abstention sentence with ``abstained: true``.
+
+Identical questions are answered from a per-tenant cache keyed by an HMAC (under the
+tenant's cache key) of the tenant, the caller's groups, the normalised question, k, the
+corpus version and the models: any ingest or deletion changes the corpus version, so
+an old answer is never served. Cached answers are sealed (AES-GCM); the question is not
+stored, not even as a plain hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.corpus.search import SearchHit, search
+from appliance.crypto import open_sealed, seal
+from appliance.errors import InvalidInput
+from appliance.inference.chat import GenerationParams, Message
+from appliance.review import grounding
+
+if TYPE_CHECKING:
+    from appliance.corpus.corpus import TenantCorpus
+    from appliance.inference.chat import ChatModel
+    from appliance.services import Services
+
+MAX_QUESTION_CHARS = 2000
+DEFAULT_K = 6
+MIN_EVIDENCE = 0.30  # best vector cosine below this: abstain (see docs/review.md)
+ANSWER_TOKENS = 256
+
+
+def check_question(question: str) -> str:
+    text = " ".join(question.split())
+    if not text:
+        raise InvalidInput("question: empty; ask something")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidInput(f"question: longer than {MAX_QUESTION_CHARS} characters")
+    return text
+
+
+@dataclass
+class Retrieval:
+    question: str
+    hits: list[SearchHit]
+    evidence: float
+    retrieve_ms: float
+
+    @property
+    def weak(self) -> bool:
+        return not self.hits or self.evidence < MIN_EVIDENCE
+
+
+def retrieve(
+    corpus: TenantCorpus, question: str, k: int, groups: frozenset[str] | None
+) -> Retrieval:
+    started = time.perf_counter()
+    hits = search(corpus, question, k=k, groups=groups, mode="hybrid")
+    evidence = max((h.vector_score or 0.0 for h in hits), default=0.0)
+    return Retrieval(question, hits, evidence, round((time.perf_counter() - started) * 1000, 1))
+
+
+def prompt(chat: ChatModel, retrieval: Retrieval) -> tuple[list[Message], list[SearchHit]]:
+    budget = chat.context_length - ANSWER_TOKENS - 16
+    return grounding.build_messages(retrieval.question, retrieval.hits, chat.count_tokens, budget)
+
+
+def answer(
+    retrieval: Retrieval,
+    sources: Sequence[SearchHit],
+    generated: str,
+    timings: dict[str, float],
+    models: dict[str, str],
+) -> dict[str, Any]:
+    """Verify the generated text and build the response."""
+    started = time.perf_counter()
+    sentences = grounding.verify(generated, sources) if not retrieval.weak else []
+    kept = [s for s in sentences if s.supported]
+    citations, seen = [], set()
+    for s in kept:
+        for n in s.sources:
+            if (n, s.text) not in seen:
+                seen.add((n, s.text))
+                citations.append(grounding.citation(n, s.text, sources[n - 1]))
+    abstained = not kept
+    reason = None
+    if abstained:
+        reason = "weak retrieval evidence" if retrieval.weak else "no sentence is supported"
+    timings = {**timings, "verify_ms": round((time.perf_counter() - started) * 1000, 1)}
+    confidence = (
+        0.0
+        if abstained
+        else round(min(1.0, retrieval.evidence) * len(kept) / max(len(sentences), 1), 4)
+    )
+    return {
+        "answer": grounding.ABSTAIN_TEXT
+        if abstained
+        else " ".join(f"{s.text} [{s.sources[0]}]" for s in kept),
+        "abstained": abstained,
+        "abstain_reason": reason,
+        "citations": citations,
+        "sentences": [
+            {
+                "text": s.text,
+                "supported": s.supported,
+                "sources": s.sources,
+                "support": round(s.support, 3),
+                "attributed": s.attributed,
+                "problems": s.problems,
+            }
+            for s in sentences
+        ],
+        "confidence": confidence,
+        "evidence": round(retrieval.evidence, 4),
+        "retrieved": [
+            {
+                "number": i + 1,
+                "chunk_id": h.chunk_id,
+                "document_id": h.document_id,
+                "source": h.source,
+            }
+            for i, h in enumerate(sources)
+        ],
+        "models": models,
+        "timings": timings,
+        "cached": False,
+    }
+
+
+def ask(
+    services: Services, tenant: str, question: str, k: int, groups: frozenset[str] | None
+) -> dict[str, Any]:
+    """The whole pipeline in one call (CLI, evaluation): cache, retrieve, generate, verify."""
+    question = check_question(question)
+    corpus = services.corpus(tenant)
+    chat = services.chat()
+    models = {"chat": chat.model_ref, "embedding": services.embedder_entry().ref}
+    cache = answer_cache(services, tenant)
+    key = cache.key(question, k, groups, corpus.store.corpus_version, models)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    retrieval = retrieve(corpus, question, k, groups)
+    sources: list[SearchHit] = []
+    generated, generate_ms = "", 0.0
+    if not retrieval.weak:
+        messages, sources = prompt(chat, retrieval)
+        started = time.perf_counter()
+        generated = chat.complete(messages, GenerationParams(max_tokens=ANSWER_TOKENS)).text
+        generate_ms = round((time.perf_counter() - started) * 1000, 1)
+    timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
+    result = answer(retrieval, sources, generated, timings, models)
+    cache.put(key, corpus.store.corpus_version, result)
+    return result
+
+
+class AnswerCache:
+    """Sealed answers of one tenant, in ``answers.db`` beside its corpus."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._key = key
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, corpus_version INTEGER "
+            "NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL)"
+        )
+
+    def key(
+        self,
+        question: str,
+        k: int,
+        groups: frozenset[str] | None,
+        corpus_version: int,
+        models: dict[str, str],
+    ) -> str:
+        material = json.dumps(
+            [
+                question.lower(),
+                k,
+                sorted(groups) if groups is not None else None,
+                corpus_version,
+                sorted(models.items()),
+            ]
+        )
+        return hmac.new(self._key, material.encode(), hashlib.sha256).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value: dict[str, Any] = json.loads(open_sealed(self._key, row[0], key.encode()))
+        return {**value, "cached": True}
+
+    def put(self, key: str, corpus_version: int, value: dict[str, Any]) -> None:
+        blob = seal(self._key, json.dumps(value).encode(), key.encode())
+        with self._lock:
+            # answers over an older corpus can never be asked for again: drop them
+            self._conn.execute("DELETE FROM answers WHERE corpus_version < ?", (corpus_version,))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                (key, corpus_version, blob, time.time()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def answer_cache(services: Services, tenant: str) -> AnswerCache:
+    return services.tenant_state(
+        tenant, "answers", lambda folder, keys: AnswerCache(folder / "answers.db", keys.cache_key)
+    )
