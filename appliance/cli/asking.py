@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from appliance.apikeys import parse_groups
-from appliance.cli.common import audited, print_json, services
+from appliance.cli.common import audited, eval_app, print_json, services
 
 
 def ask(
@@ -47,6 +48,59 @@ def ask(
         )
     if result["abstained"]:
         print(f"  ({result['abstain_reason']})")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant.")],
+    data: Annotated[Path, typer.Option(help='JSONL: {"query": ..., "relevant": [source]}.')],
+    k: Annotated[int, typer.Option("--k", min=1, max=200)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recall@1/5/10, MRR and nDCG@10 of hybrid, BM25-only and vector-only retrieval."""
+    from appliance.review.review_eval import evaluate_retrieval
+
+    svc = services()
+    report = evaluate_retrieval(svc, tenant, data, k)
+    svc.close()
+    if as_json:
+        print_json(report)
+        return
+    print(f"{report['queries']} queries")
+    for mode in ("hybrid", "bm25", "vector"):
+        r = report[mode]
+        print(
+            f"{mode:7} recall@1 {r['recall@1']:.3f}  recall@5 {r['recall@5']:.3f}  "
+            f"recall@10 {r['recall@10']:.3f}  MRR {r['mrr']:.3f}  nDCG@10 {r['ndcg@10']:.3f}"
+        )
+
+
+@eval_app.command("ask")
+def eval_ask(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant.")],
+    data: Annotated[Path, typer.Option(help='JSONL: {"question": ..., "relevant": [source]}.')],
+    k: Annotated[int, typer.Option("--k", min=1, max=20)] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Citation validity, answerable hit rate, abstention precision and recall, latency."""
+    from appliance.review.review_eval import evaluate_ask
+
+    svc = services()
+    report = evaluate_ask(svc, tenant, data, k)
+    svc.close()
+    if as_json:
+        print_json(report)
+        return
+    for key in (
+        "questions",
+        "citations",
+        "citation_validity",
+        "answerable_hit_rate",
+        "abstention_precision",
+        "abstention_recall",
+        "latency_ms_p50",
+    ):
+        print(f"{key:22} {report[key]}")
 
 
 def register(app: typer.Typer) -> None:

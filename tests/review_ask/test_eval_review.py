@@ -1,0 +1,77 @@
+"""`appliance eval retrieval` and `appliance eval ask` on a small real corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from appliance.testing import run_cli
+
+from .test_grounding import speeches
+
+
+def setup_tenant(cli_env: dict[str, str], tmp_path: Path) -> list[str]:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    texts = speeches()[:6]
+    for i, text in enumerate(texts):
+        (docs / f"speech-{i}.txt").write_text(text)
+    assert run_cli("tenants", "create", "acme", env=cli_env).returncode == 0
+    assert run_cli("ingest", str(docs), "--tenant", "acme", env=cli_env).returncode == 0
+    return texts
+
+
+def test_eval_retrieval_side_by_side(cli_env: dict[str, str], tmp_path: Path) -> None:
+    texts = setup_tenant(cli_env, tmp_path)
+    data = tmp_path / "queries.jsonl"
+    lines = []
+    for i, text in enumerate(texts):
+        long = [s for s in text.split(".") if len(s.split()) > 10] or [text]
+        words = long[len(long) // 2].split()
+        lines.append(json.dumps({"query": " ".join(words[:12]), "relevant": [f"speech-{i}.txt"]}))
+    data.write_text("\n".join(lines) + "\n")
+    result = run_cli(
+        "eval", "retrieval", "--tenant", "acme", "--data", str(data), "--json", env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queries"] == 6
+    for mode in ("hybrid", "bm25", "vector"):
+        figures = report[mode]
+        assert 0 <= figures["recall@1"] <= figures["recall@5"] <= figures["recall@10"] <= 1
+        assert 0 <= figures["mrr"] <= 1 and 0 <= figures["ndcg@10"] <= 1
+    assert report["hybrid"]["recall@10"] == 1.0  # an exact phrase of the document
+
+
+def test_eval_ask_abstains_on_questions_nothing_answers(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    setup_tenant(cli_env, tmp_path)
+    data = tmp_path / "ask.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"question": q, "relevant": []})
+            for q in (
+                "What is the boiling point of mercury on Mars?",
+                "How many moons does Neptune have?",
+            )
+        )
+    )
+    result = run_cli("eval", "ask", "--tenant", "acme", "--data", str(data), "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["abstention_recall"], report["abstention_precision"]) == (1.0, 1.0)
+    assert report["citations"] == 0
+
+
+def test_bad_eval_files_name_the_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+    setup_tenant(cli_env, tmp_path)
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"query": "x", "relevant": ["a"]}\n{"query": "y"}\n')
+    result = run_cli("eval", "retrieval", "--tenant", "acme", "--data", str(data), env=cli_env)
+    assert result.returncode == 1
+    assert result.stderr == f'error: {data}:2: expected {{"query": ..., "relevant": [...]}}\n'
+    missing = run_cli(
+        "eval", "ask", "--tenant", "acme", "--data", str(tmp_path / "no.jsonl"), env=cli_env
+    )
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
