@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 MAX_QUESTION_CHARS = 2000
 DEFAULT_K = 6
-MIN_EVIDENCE = 0.30  # best vector cosine below this: abstain (see docs/review.md)
+MIN_EVIDENCE = 0.40  # best vector cosine below this: abstain (tuned: docs/review.md)
 ANSWER_TOKENS = 256
 
 

@@ -72,7 +72,7 @@ def test_an_answerable_question_gets_verified_citations_then_a_cache_hit(
 ) -> None:
     body = {"question": "When does the lease of the Lyon warehouse end?"}
     first = api.call("POST", "/v1/ask", "analyst", json=body).json()
-    assert first["evidence"] > 0.3 and first["retrieved"][0]["source"] == "lease.txt"
+    assert first["evidence"] > 0.4 and first["retrieved"][0]["source"] == "lease.txt"
     assert set(first["timings"]) == {"retrieve_ms", "generate_ms", "verify_ms"}
     assert first["models"] == {"chat": "smollm2-135m-instruct@1", "embedding": "all-minilm-l6-v2@1"}
     assert_verified(first, settings)
