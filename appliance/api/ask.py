@@ -1,9 +1,12 @@
-"""``POST /v1/ask``: answers from the caller's documents, with verified citations.
+"""``POST /v1/ask`` and ``POST /v1/extract``: answers and fields from the caller's documents.
 
 The generation waits its turn at the model gate like any chat request. With
 ``stream: true`` the response is server-sent events: ``token`` events while the model
 writes, then one ``result`` event with the verified answer (the same object as the plain
 response: only supported sentences, checked citations), then ``done``.
+
+``POST /v1/extract`` fills a JSON schema from one document; every value comes with its
+evidence span, checked in the document text, or is null with a reason.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from appliance.api.generation import GatedStream, llm_gate, run_cancellable, str
 from appliance.apikeys import Principal
 from appliance.inference.chat import ChatModel, GenerationParams, Message
 from appliance.review import answering
+from appliance.review import extract as extraction
 
 router = APIRouter(prefix="/v1", tags=["review"])
 Asker = Annotated[Principal, Depends(require("analyst", "reviewer"))]
+Extractor = Annotated[Principal, Depends(require("analyst"))]
 
 
 class AskRequest(BaseModel):
@@ -37,6 +42,29 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=answering.MAX_QUESTION_CHARS)
     k: int = Field(default=answering.DEFAULT_K, ge=1, le=20)
     stream: bool = False
+
+
+class ExtractRequest(BaseModel):
+    model_config = {
+        "populate_by_name": True,
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "document_id": 1,
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "end_date": {"type": "string", "description": "when the lease ends"}
+                        },
+                    },
+                }
+            ]
+        },
+    }
+
+    document_id: int = Field(ge=1)
+    # "schema" would shadow a BaseModel attribute: the wire name is an alias
+    json_schema: dict[str, Any] = Field(alias="schema")
 
 
 @router.post("/ask", response_model=None)
@@ -136,3 +164,39 @@ def _audit(record: AuditRecord, result: dict[str, Any]) -> None:
         ],
         timings=result["timings"],
     )
+
+
+@router.post("/extract")
+async def extract(
+    body: ExtractRequest,
+    request: Request,
+    principal: Extractor,
+    services: ServicesDep,
+    record: AuditDep,
+) -> dict[str, Any]:
+    """Fill the JSON schema from one document; each value with its evidence, or null and why."""
+    record.action, record.resource = "review.extract", f"document:{body.document_id}"
+    record.payload["document_id"] = body.document_id
+    task, chat = await run_in_threadpool(
+        extraction.prepare,
+        services,
+        tenant_of(principal),
+        body.document_id,
+        body.json_schema,
+        principal.acl_groups,
+    )
+    record.models.update(task.models)
+    gate = llm_gate(request)
+    async with gate.slot():
+        started = time.perf_counter()  # the wait in the queue is not generation time
+        done = await run_cancellable(
+            request,
+            lambda cancel: chat.complete(
+                task.messages, task.params, json_schema=task.schema.generation, cancel=cancel
+            ),
+            gate.request_timeout_s,
+        )
+    generate_ms = round((time.perf_counter() - started) * 1000, 1)
+    result = await run_in_threadpool(extraction.verify, task, done.text, generate_ms)
+    record.payload.update(result.audit_payload())
+    return result.to_json()

@@ -12,7 +12,17 @@ import sys
 
 import typer
 
-from appliance.cli import admin, asking, classification, corpus, doctor, models, runtime, serve
+from appliance.cli import (
+    admin,
+    asking,
+    classification,
+    corpus,
+    doctor,
+    models,
+    review,
+    runtime,
+    serve,
+)
 from appliance.cli.common import app, eval_app
 from appliance.errors import ApplianceError
 
@@ -25,6 +35,7 @@ admin.register(app)
 serve.register(app)
 classification.register(app)
 asking.register(app)
+review.register(app)
 
 
 def main() -> None:

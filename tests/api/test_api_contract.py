@@ -114,6 +114,18 @@ ROUTES: list[tuple[str, str, str, dict[str, Any], frozenset[str | None]]] = [
         frozenset({"reviewer", "admin", "root"}),
     ),
     ("POST", "/v1/ask", "/v1/ask", {"json": {"question": "zebra quantum"}}, READER),
+    (
+        "POST",
+        "/v1/extract",
+        "/v1/extract",
+        {
+            "json": {
+                "document_id": 999,
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            }
+        },
+        ANALYST,
+    ),
     ("GET", "/v1/audit", "/v1/audit", {}, AUDITOR),
     ("GET", "/v1/audit/verify", "/v1/audit/verify", {}, AUDITOR),
 ]
