@@ -165,6 +165,8 @@ def _rule(raw: Any, labels: dict[str, str], i: int) -> Rule:
 def _thresholds(raw: Any) -> Thresholds:
     if not isinstance(raw, dict) or set(raw) - {"auto", "review", "sample_rate"}:
         raise InvalidInput("thresholds: an object with auto, review and sample_rate")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw.values()):
+        raise InvalidInput("thresholds: auto, review and sample_rate must be numbers")
     t = Thresholds(**{k: float(v) for k, v in raw.items()})
     if not (0 < t.review <= t.auto <= 1 and 0 <= t.sample_rate <= 1):
         raise InvalidInput("thresholds: need 0 < review <= auto <= 1 and 0 <= sample_rate <= 1")
