@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ import sqlcipher3
 
 from appliance.corpus.chunking import ChunkDraft
 from appliance.corpus.parsed import ParsedDocument
+from appliance.encrypted_db import EncryptedDatabase
 from appliance.errors import ConfigurationError, NotFound
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -206,54 +205,11 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in sorted(words)) or None
 
 
-class CorpusStore:
+class CorpusStore(EncryptedDatabase):
     """The document database of one tenant. Thread-safe (one connection, one lock)."""
 
     def __init__(self, path: Path, key: bytes) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        self._conn = sqlcipher3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        try:
-            self._conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._migrate()
-        except sqlcipher3.DatabaseError as exc:
-            self._conn.close()
-            raise ConfigurationError(
-                f"document database {path} cannot be opened with this tenant's key ({exc}): "
-                "the file is damaged or belongs to another key"
-            ) from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def _migrate(self) -> None:
-        with self.transaction():
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";\n")):
-                    self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version = {number}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlcipher3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return list(self._conn.execute(sql, params))
+        super().__init__(path, key, "document database", _MIGRATIONS)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -8,9 +8,7 @@ queue and batch jobs. One connection, one lock, explicit transactions.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import sqlcipher3
 
-from appliance.errors import ConfigurationError, Conflict, NotFound
+from appliance.encrypted_db import EncryptedDatabase
+from appliance.errors import Conflict, NotFound
 from appliance.review.labelling import Taxonomy
 
 _SCHEMA = """
@@ -76,44 +74,11 @@ class ReviewItem:
     result: dict[str, Any]
 
 
-class LabelStore:
+class LabelStore(EncryptedDatabase):
     """Thread-safe access to one tenant's classification database."""
 
     def __init__(self, path: Path, key: bytes) -> None:
-        self._lock = threading.RLock()
-        self._conn = sqlcipher3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        try:
-            self._conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            for statement in filter(str.strip, _SCHEMA.split(";\n")):
-                self._conn.execute(statement)
-        except sqlcipher3.DatabaseError as exc:
-            self._conn.close()
-            raise ConfigurationError(
-                f"classification database {path} does not open: {exc}"
-            ) from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlcipher3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return list(self._conn.execute(sql, params))
+        super().__init__(path, key, "classification database", (_SCHEMA,))
 
     # --- taxonomies --------------------------------------------------------------------
 
@@ -125,13 +90,13 @@ class LabelStore:
             conn.execute("INSERT INTO taxonomies VALUES (?, ?, ?)", (taxonomy.name, spec, now()))
 
     def taxonomy(self, name: str) -> Taxonomy:
-        rows = self._rows("SELECT spec FROM taxonomies WHERE name = ?", (name,))
+        rows = self._query("SELECT spec FROM taxonomies WHERE name = ?", (name,))
         if not rows:
             raise NotFound(f"no taxonomy {name!r} in this tenant")
         return Taxonomy.from_json(json.loads(rows[0][0]))
 
     def taxonomies(self) -> list[Taxonomy]:
-        rows = self._rows("SELECT spec FROM taxonomies ORDER BY name")
+        rows = self._query("SELECT spec FROM taxonomies ORDER BY name")
         return [Taxonomy.from_json(json.loads(r[0])) for r in rows]
 
     def delete_taxonomy(self, name: str) -> None:
@@ -159,7 +124,7 @@ class LabelStore:
 
     def examples(self, taxonomy: str) -> tuple[npt.NDArray[np.float32], list[str], list[str]]:
         """(vectors, labels, origins) of every example, oldest first."""
-        rows = self._rows(
+        rows = self._query(
             "SELECT vector, label, origin FROM examples WHERE taxonomy = ? ORDER BY id", (taxonomy,)
         )
         if not rows:
@@ -168,7 +133,7 @@ class LabelStore:
         return vectors, [r[1] for r in rows], [r[2] for r in rows]
 
     def example_counts(self, taxonomy: str) -> dict[str, dict[str, int]]:
-        rows = self._rows(
+        rows = self._query(
             "SELECT label, origin, count(*) FROM examples WHERE taxonomy = ? GROUP BY 1, 2",
             (taxonomy,),
         )
@@ -197,7 +162,7 @@ class LabelStore:
 
     def versions(self, taxonomy: str) -> list[dict[str, Any]]:
         active = self.active_version(taxonomy)
-        rows = self._rows(
+        rows = self._query(
             "SELECT number, params, created_at, by FROM versions WHERE taxonomy = ? "
             "ORDER BY number",
             (taxonomy,),
@@ -220,11 +185,11 @@ class LabelStore:
         return out
 
     def active_version(self, taxonomy: str) -> int | None:
-        rows = self._rows("SELECT number FROM active_versions WHERE taxonomy = ?", (taxonomy,))
+        rows = self._query("SELECT number FROM active_versions WHERE taxonomy = ?", (taxonomy,))
         return int(rows[0][0]) if rows else None
 
     def version_params(self, taxonomy: str, number: int) -> dict[str, Any]:
-        rows = self._rows(
+        rows = self._query(
             "SELECT params FROM versions WHERE taxonomy = ? AND number = ?", (taxonomy, number)
         )
         if not rows:
@@ -242,7 +207,7 @@ class LabelStore:
     # --- results and the review queue --------------------------------------------------
 
     def result(self, taxonomy: str, subject: str, classifier: str) -> dict[str, Any] | None:
-        rows = self._rows(
+        rows = self._query(
             "SELECT id, result FROM results WHERE taxonomy = ? AND subject = ? AND classifier = ?",
             (taxonomy, subject, classifier),
         )
@@ -290,7 +255,7 @@ class LabelStore:
     ) -> list[ReviewItem]:
         where = "r.status = ?" + (" AND r.taxonomy = ?" if taxonomy else "")
         params: list[Any] = [status] + ([taxonomy] if taxonomy else [])
-        rows = self._rows(
+        rows = self._query(
             "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
             "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
             f"JOIN results s ON s.id = r.result_id WHERE {where} "
@@ -300,7 +265,7 @@ class LabelStore:
         return [_item(r) for r in rows]
 
     def review_item(self, item_id: int) -> ReviewItem:
-        rows = self._rows(
+        rows = self._query(
             "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
             "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
             "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
@@ -333,26 +298,26 @@ class LabelStore:
     def route_stats(self, taxonomy: str) -> dict[str, Any]:
         """Counts for the metrics: results per route and label, reviewed precision."""
         routes = dict(
-            self._rows(
+            self._query(
                 "SELECT route, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
             )
         )
         labels = dict(
-            self._rows(
+            self._query(
                 "SELECT label, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
             )
         )
-        reviewed = self._rows(
+        reviewed = self._query(
             "SELECT s.route, s.label, r.decision FROM review_items r JOIN results s "
             "ON s.id = r.result_id WHERE r.taxonomy = ? AND r.status = 'decided'",
             (taxonomy,),
         )
         confidences = [
             r[0]
-            for r in self._rows("SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,))
+            for r in self._query("SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,))
         ]
         by_day: dict[str, dict[str, int]] = {}
-        for day, label, n in self._rows(
+        for day, label, n in self._query(
             "SELECT substr(created_at, 1, 10), label, count(*) FROM results WHERE taxonomy = ? "
             "GROUP BY 1, 2 ORDER BY 1",
             (taxonomy,),
@@ -386,7 +351,7 @@ class LabelStore:
             )
 
     def job(self, job_id: int) -> dict[str, Any]:
-        rows = self._rows(
+        rows = self._query(
             "SELECT id, taxonomy, total, done, failed, status, created_at, finished_at "
             "FROM jobs WHERE id = ?",
             (job_id,),
