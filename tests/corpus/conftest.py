@@ -11,45 +11,29 @@ import pytest
 from appliance.corpus.parsed import ParsedDocument, ParseLimits
 from appliance.corpus.parsers import parse
 from appliance.errors import DocumentError
-from appliance.testing import SampleUnavailable, fetch_sdist
 
 # Pinned: the assertions below name files and phrases of these exact releases.
-PYPDF = ("pypdf", "7.1.0")
 OCRMYPDF = ("ocrmypdf", "17.13.0")
 PYTHON_DOCX = ("python-docx", "1.2.0")
 XLRD = ("xlrd", "1.2.0")
 
 
-def _sdist(package: str, version: str) -> Path:
-    try:
-        return fetch_sdist(package, version)
-    except SampleUnavailable as exc:
-        print(f"SKIP: {exc}")
-        pytest.skip(f"sample documents unavailable: {exc}")
-
-
 @pytest.fixture(scope="session")
-def pypdf_resources() -> Path:
-    """pypdf's resources/: PDFs from many producers, some with their expected text."""
-    return _sdist(*PYPDF) / "resources"
-
-
-@pytest.fixture(scope="session")
-def ocrmypdf_resources() -> Path:
+def ocrmypdf_resources(sample_sdist: Callable[[str, str], Path]) -> Path:
     """OCRmyPDF's tests/resources: real scans (linn.pdf with its gold text linn.txt)."""
-    return _sdist(*OCRMYPDF) / "tests" / "resources"
+    return sample_sdist(*OCRMYPDF) / "tests" / "resources"
 
 
 @pytest.fixture(scope="session")
-def docx_files() -> Path:
+def docx_files(sample_sdist: Callable[[str, str], Path]) -> Path:
     """python-docx's tests/test_files."""
-    return _sdist(*PYTHON_DOCX) / "tests" / "test_files"
+    return sample_sdist(*PYTHON_DOCX) / "tests" / "test_files"
 
 
 @pytest.fixture(scope="session")
-def xlrd_samples() -> Path:
+def xlrd_samples(sample_sdist: Callable[[str, str], Path]) -> Path:
     """xlrd 1.2.0's tests/: real .xls and .xlsx workbooks."""
-    return _sdist(*XLRD) / "tests"
+    return sample_sdist(*XLRD) / "tests"
 
 
 @pytest.fixture

