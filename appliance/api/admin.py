@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from appliance.api.auditing import AuditRecord
+from appliance.api.auditing import AuditRecord, audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require
 from appliance.apikeys import Principal, Role
 from appliance.errors import Conflict, Forbidden, InvalidInput
@@ -59,24 +59,24 @@ def list_tenants(principal: Admin, services: ServicesDep) -> list[dict[str, Any]
     ]
 
 
-@router.post("/tenants", status_code=201)
+@router.post("/tenants", status_code=201, openapi_extra=audit_action("tenants.create"))
 def create_tenant(
     body: TenantRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Create a tenant with its own keys and index folder."""
     _global_admin(principal)
-    record.action, record.resource = "tenants.create", f"tenant:{body.name}"
+    record.resource = f"tenant:{body.name}"
     if services.tenants().exists(body.name):
         raise Conflict(f"tenant {body.name!r} already exists")
     info = services.tenants().create(body.name)
     return {"name": info.name, "created_at": info.created_at.isoformat()}
 
 
-@router.delete("/tenants/{name}", status_code=204)
+@router.delete("/tenants/{name}", status_code=204, openapi_extra=audit_action("tenants.delete"))
 def delete_tenant(name: str, principal: Admin, services: ServicesDep, record: AuditDep) -> None:
     """Delete a tenant: its key is destroyed, its files removed, its API keys revoked."""
     _global_admin(principal)
-    record.action, record.resource = "tenants.delete", f"tenant:{name}"
+    record.resource = f"tenant:{name}"
     services.delete_tenant(name)
 
 
@@ -86,13 +86,13 @@ def list_keys(principal: Admin, services: ServicesDep) -> list[dict[str, Any]]:
     return [asdict(k) for k in services.apikeys().list() if principal.tenant in (None, k.tenant)]
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, openapi_extra=audit_action("keys.create"))
 def create_key(
     body: KeyRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Create an API key; the response is the only time its secret is shown."""
     _global_admin(principal)
-    record.action, record.resource = "keys.create", "key"
+    record.resource = "key"
     if body.tenant is not None and not services.tenants().exists(body.tenant):
         raise InvalidInput(f"unknown tenant {body.tenant!r}: create it first")
     key, info = services.apikeys().create(
@@ -103,11 +103,11 @@ def create_key(
     return {**asdict(info), "key": key}
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204, openapi_extra=audit_action("keys.revoke"))
 def revoke_key(key_id: str, principal: Admin, services: ServicesDep, record: AuditDep) -> None:
     """Revoke an API key; it stops working at once."""
     _global_admin(principal)
-    record.action, record.resource = "keys.revoke", f"key:{key_id}"
+    record.resource = f"key:{key_id}"
     services.apikeys().revoke(key_id)
 
 
@@ -132,24 +132,24 @@ def list_catalog(principal: Admin, services: ServicesDep) -> list[dict[str, Any]
     ]
 
 
-@router.post("/models/activate")
+@router.post("/models/activate", openapi_extra=audit_action("models.activate"))
 async def activate_model(
     body: ActivateRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Verify a catalog model's files and make it the active one of its role."""
     _global_admin(principal)
-    record.action, record.resource = "models.activate", f"model:{body.model}"
+    record.resource = f"model:{body.model}"
     entry = await run_in_threadpool(services.catalog.activate, body.model, by=principal.key_id)
     return _switched(entry, services, record)
 
 
-@router.post("/models/rollback")
+@router.post("/models/rollback", openapi_extra=audit_action("models.rollback"))
 async def rollback_model(
     body: RollbackRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Re-activate the model that was active before the current one."""
     _global_admin(principal)
-    record.action, record.resource = "models.rollback", f"role:{body.role}"
+    record.resource = f"role:{body.role}"
     entry = await run_in_threadpool(services.catalog.rollback, body.role, by=principal.key_id)
     return _switched(entry, services, record)
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
+from appliance.api.auditing import audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require
 from appliance.apikeys import Principal
 from appliance.errors import InvalidInput, NotFound
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require("auditor"))]
 
 
-@router.get("")
+@router.get("", openapi_extra=audit_action("audit.read"))
 def read_audit(
     principal: Auditor,
     services: ServicesDep,
@@ -36,7 +37,6 @@ def read_audit(
     ] = None,
 ) -> list[dict[str, Any]]:
     """Audit entries of the caller's tenant, oldest first, with their payloads decrypted."""
-    record.action = "audit.read"
     if tenant is not None and principal.tenant is not None and tenant != principal.tenant:
         raise NotFound(f"unknown tenant {tenant!r}")
     if since is not None and since.tzinfo is None:
@@ -52,12 +52,12 @@ def read_audit(
     return services.audit().read(whose, keys, since, limit, after_seq=after_seq)
 
 
-@router.get("/verify")
+@router.get("/verify", openapi_extra=audit_action("audit.verify"))
 async def verify_audit(
     principal: Auditor, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Check the whole chain and the signed checkpoints; ``ok`` false names the first bad seq."""
-    record.action, record.resource = "audit.verify", "audit"
+    record.resource = "audit"
     report = await run_in_threadpool(services.audit().verify)
     record.payload.update(ok=report.ok, first_bad_seq=report.first_bad_seq)
     return asdict(report)

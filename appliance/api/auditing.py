@@ -5,6 +5,10 @@ A pure ASGI middleware (streamed responses pass through untouched) opens an
 adds what the entry should say (its payload is encrypted under the tenant's audit key),
 and the status code decides the outcome: < 400 ``ok``, 401/403 ``denied``, other 4xx
 ``refused``, 5xx ``error``. Liveness, readiness, metrics and the docs are not audited.
+
+A route names its action where it is declared (``openapi_extra=audit_action("x.y")``), so
+a request refused before its handler runs (a body the request model rejects, a bad key)
+is still audited under that name; the name also appears in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -23,7 +27,20 @@ if TYPE_CHECKING:
 
 UNAUDITED = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
 DOCS_ASSETS = "/static-offline-docs/"
+ACTION_KEY = "x-audit-action"
 log = logging.getLogger("appliance.api")
+
+
+def audit_action(name: str) -> dict[str, Any]:
+    """A route's ``openapi_extra`` naming the action its audit entries are recorded under."""
+    return {ACTION_KEY: name}
+
+
+def declared_action(route: object) -> str | None:
+    """The action a matched route declares with :func:`audit_action`, if any."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    action = extra.get(ACTION_KEY)
+    return action if isinstance(action, str) else None
 
 
 @dataclass
@@ -33,7 +50,8 @@ class AuditRecord:
     Attributes:
         actor: The API key id once authenticated, else ``"anonymous"``.
         tenant: The caller's tenant (None for a global admin key).
-        action: A name such as ``"documents.upload"``; defaults to ``"METHOD /route/{param}"``.
+        action: Set by a route only to override the action it declares (``audit_action``);
+            without either, ``"METHOD /route/{param}"``.
         resource: What was acted on; defaults to the request path (never the query string).
         payload: Details, encrypted in the log: questions, answers, names, labels.
         models: Role -> model reference for every model involved.
@@ -84,7 +102,7 @@ class AuditMiddleware:
         event = AuditEvent(
             actor=record.actor,
             tenant=record.tenant,
-            action=record.action or f"{scope['method']} {template}",
+            action=record.action or declared_action(route) or f"{scope['method']} {template}",
             resource=record.resource or scope["path"],
             outcome=record.outcome or outcome_of(status),
             latency_ms=latency_ms,

@@ -1,6 +1,7 @@
 """Classification over the API: taxonomies, examples, training and versions, classify (one
 or a batch job), the review queue, per-taxonomy metrics. Another tenant's taxonomy, item or
-job answers 404 (each tenant has its own classification database)."""
+job answers 404 (each tenant has its own classification database). A batch job runs in a
+thread of this process; one the process did not finish is reported ``interrupted``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from appliance.api.auditing import audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
 from appliance.apikeys import Principal
 from appliance.errors import ApplianceError
+from appliance.review.batch_jobs import FAILED
 from appliance.review.classification import Classification, label_store
 from appliance.review.labelling import Taxonomy
 from appliance.services import Services
@@ -30,7 +33,7 @@ EXAMPLE_TAXONOMY = {
     "name": "contracts",
     "labels": {"lease": "Property leases and rentals", "nda": "Non-disclosure agreements"},
     "rules": [{"label": "nda", "pattern": r"non-disclosure|confidentiality agreement"}],
-    "thresholds": {"auto": 0.95, "review": 0.8, "sample_rate": 0.1},
+    "thresholds": {"auto": 0.95, "review": 0.8, "sample_rate": 0.1, "auto_sample_rate": 0.02},
 }
 
 
@@ -86,7 +89,7 @@ def _classification(services: Services, principal: Principal) -> Classification:
     return Classification.of(services, tenant_of(principal))
 
 
-@router.post("/taxonomies", status_code=201)
+@router.post("/taxonomies", status_code=201, openapi_extra=audit_action("taxonomy.create"))
 def create_taxonomy(
     body: Annotated[dict[str, Any], Field(examples=[EXAMPLE_TAXONOMY])],
     principal: Admin,
@@ -94,7 +97,6 @@ def create_taxonomy(
     record: AuditDep,
 ) -> dict[str, Any]:
     """Create a taxonomy: labels with descriptions, optional rules, routing thresholds."""
-    record.action = "taxonomy.create"
     taxonomy = Taxonomy.from_json(body)
     record.resource = f"taxonomy:{taxonomy.name}"
     record.payload["labels"] = list(taxonomy.labels)
@@ -119,19 +121,21 @@ def show_taxonomy(name: str, principal: Reader, services: ServicesDep) -> dict[s
     }
 
 
-@router.delete("/taxonomies/{name}", status_code=204)
+@router.delete("/taxonomies/{name}", status_code=204, openapi_extra=audit_action("taxonomy.delete"))
 def delete_taxonomy(name: str, principal: Admin, services: ServicesDep, record: AuditDep) -> None:
     """Delete a taxonomy with its examples, versions, results and review items."""
-    record.action, record.resource = "taxonomy.delete", f"taxonomy:{name}"
+    record.resource = f"taxonomy:{name}"
     label_store(services, tenant_of(principal)).delete_taxonomy(name)
 
 
-@router.post("/taxonomies/{name}/examples", status_code=201)
+@router.post(
+    "/taxonomies/{name}/examples", status_code=201, openapi_extra=audit_action("taxonomy.examples")
+)
 async def add_examples(
     name: str, body: ExamplesRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Add labelled example texts (embedded; the texts themselves are not kept)."""
-    record.action, record.resource = "taxonomy.examples", f"taxonomy:{name}"
+    record.resource = f"taxonomy:{name}"
     items = [(e.label, e.text, e.source) for e in body.examples]
     record.payload["labels"] = sorted({e.label for e in body.examples})
     added = await run_in_threadpool(
@@ -140,16 +144,21 @@ async def add_examples(
     return {"added": added}
 
 
-@router.post("/taxonomies/{name}/train", status_code=201)
+@router.post(
+    "/taxonomies/{name}/train", status_code=201, openapi_extra=audit_action("taxonomy.train")
+)
 async def train(
     name: str, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
-    """Train a new calibrated classifier version on every example; it becomes active."""
-    record.action, record.resource = "taxonomy.train", f"taxonomy:{name}"
+    """Train a new calibrated classifier version on the examples of the embedding model in
+    use; it becomes active. ``left_out`` counts the examples other models made, and why."""
+    record.resource = f"taxonomy:{name}"
     version = await run_in_threadpool(
         lambda: _classification(services, principal).train(name, principal.key_id)
     )
-    record.payload.update(version=version["version"], ece=version["ece"])
+    record.payload.update(
+        version=version["version"], ece=version["ece"], left_out=version["left_out"]["examples"]
+    )
     return version
 
 
@@ -161,12 +170,12 @@ def versions(name: str, principal: Reader, services: ServicesDep) -> list[dict[s
     return store.versions(name)
 
 
-@router.post("/taxonomies/{name}/rollback")
+@router.post("/taxonomies/{name}/rollback", openapi_extra=audit_action("taxonomy.rollback"))
 def rollback(
     name: str, body: RollbackRequest, principal: Admin, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Make an earlier classifier version the active one."""
-    record.action, record.resource = "taxonomy.rollback", f"taxonomy:{name}"
+    record.resource = f"taxonomy:{name}"
     store = label_store(services, tenant_of(principal))
     store.activate_version(name, body.version)
     record.payload["version"] = body.version
@@ -183,12 +192,12 @@ def taxonomy_metrics(name: str, principal: Reader, services: ServicesDep) -> dic
     return summary(store.route_stats(name))
 
 
-@router.post("/classify")
+@router.post("/classify", openapi_extra=audit_action("classify"))
 async def classify(
     body: ClassifyRequest, principal: Analyst, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Classify one stored document (or a text): label, confidence, tier, route, signals."""
-    record.action, record.resource = "classify", f"taxonomy:{body.taxonomy}"
+    record.resource = f"taxonomy:{body.taxonomy}"
 
     def work() -> dict[str, Any]:
         c = _classification(services, principal)
@@ -212,16 +221,16 @@ async def classify(
     return result
 
 
-@router.post("/classify/batch", status_code=202)
+@router.post("/classify/batch", status_code=202, openapi_extra=audit_action("classify.batch"))
 def classify_batch(
     body: BatchRequest, principal: Analyst, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Start a job classifying documents (listed, or all the caller may see); poll its id."""
-    record.action, record.resource = "classify.batch", f"taxonomy:{body.taxonomy}"
+    record.resource = f"taxonomy:{body.taxonomy}"
     c = _classification(services, principal)
     c.store.taxonomy(body.taxonomy)  # 404 now, not inside the job
     ids = body.document_ids or [d.id for d in c.corpus.store.documents(principal.acl_groups)]
-    job_id = c.store.create_job(body.taxonomy, len(ids))
+    job_id = c.store.jobs.create(body.taxonomy, len(ids))
     record.payload.update(job=job_id, documents=len(ids))
     threading.Thread(
         target=_run_job,
@@ -229,7 +238,7 @@ def classify_batch(
         name=f"classify-job-{job_id}",
         daemon=True,
     ).start()
-    return c.store.job(job_id)
+    return c.store.jobs.get(job_id)
 
 
 def _run_job(
@@ -244,17 +253,18 @@ def _run_job(
             except ApplianceError:  # a missing or empty document: counted, the job goes on
                 failed += 1
             if (done + failed) % 20 == 0:
-                c.store.update_job(job, done, failed)
-        c.store.update_job(job, done, failed, "finished")
+                c.store.jobs.update(job, done, failed)
+        c.store.jobs.update(job, done, failed, "finished")
     except Exception:
-        c.store.update_job(job, done, failed, "failed")
+        c.store.jobs.update(job, done, failed, "failed", FAILED)
         raise
 
 
 @router.get("/classify/jobs/{job_id}")
 def job_status(job_id: int, principal: Analyst, services: ServicesDep) -> dict[str, Any]:
-    """A batch job's progress: total, done, failed, status."""
-    return label_store(services, tenant_of(principal)).job(job_id)
+    """A batch job's progress: total, done, failed, status (``running``, ``finished``,
+    ``failed``, or ``interrupted`` when the process stopped), and ``error``: why it stopped."""
+    return label_store(services, tenant_of(principal)).jobs.get(job_id)
 
 
 @router.get("/review")
@@ -272,7 +282,7 @@ def review_queue(
     return [asdict(i) for i in store.review_items(taxonomy, status, limit)]
 
 
-@router.post("/review/{item_id}")
+@router.post("/review/{item_id}", openapi_extra=audit_action("review.decide"))
 def decide(
     item_id: int,
     body: DecisionRequest,
@@ -281,7 +291,7 @@ def decide(
     record: AuditDep,
 ) -> dict[str, Any]:
     """Accept or correct a result; 409 if already decided. The decision trains the next version."""
-    record.action, record.resource = "review.decide", f"review:{item_id}"
+    record.resource = f"review:{item_id}"
     record.payload.update(decision=body.decision, label=body.label, note=body.note)
     outcome = _classification(services, principal).decide(
         item_id, body.decision, body.label, body.note, principal.key_id

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from appliance.api.auditing import audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require
 from appliance.api.generation import GatedStream, llm_gate, run_cancellable, stream_in_thread
 from appliance.apikeys import Principal
@@ -178,12 +179,13 @@ def list_models(
     return {"object": "list", "data": data}
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions", response_model=None, openapi_extra=audit_action("chat.completions")
+)
 async def chat_completions(
     body: ChatRequest, request: Request, principal: Caller, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any] | GatedStream:
     """Generate a chat completion with the active chat model (``stream`` for SSE chunks)."""
-    record.action = "chat.completions"
     record.resource = f"model:{body.model}"
     record.payload["messages"] = [m.model_dump() for m in body.messages]
     ref = _check_model(body.model, "chat", services)
@@ -294,12 +296,11 @@ def _count_tokens(request: Request, model_ref: str, tokens: int) -> None:
         metrics.generated_tokens.labels(model=model_ref).inc(tokens)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=audit_action("embeddings"))
 async def embeddings(
     body: EmbeddingRequest, principal: Caller, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any]:
     """Embed texts with the active embedding model (unit-length vectors)."""
-    record.action = "embeddings"
     record.resource = f"model:{body.model}"
     texts = body.texts()
     record.payload["inputs"] = len(texts)

@@ -144,12 +144,17 @@ def taxonomy_train(
         if examples is not None:
             payload["added"] = c.add_examples(name, _texts(examples))
         version = c.train(name, cli_actor())
-        payload.update(version=version["version"], ece=version["ece"])
+        left_out = version["left_out"]
+        payload.update(
+            version=version["version"], ece=version["ece"], left_out=left_out["examples"]
+        )
     svc.close()
     print(
         f"taxonomy {name}: version {version['version']} trained on {version['examples']} "
         f"examples (out-of-fold ECE {version['ece']:.3f}); it is now active"
     )
+    if left_out["examples"]:
+        print(f"note: {left_out['reason']}")
 
 
 @taxonomy_app.command("rollback")
@@ -234,7 +239,11 @@ def review_list(
         return
     for i in items:
         r = i["result"]
-        print(f"{i['id']}\t{i['taxonomy']}\t{r['subject']}\t{r['label']}\t{i['confidence']:.3f}")
+        sample = "\tquality sample (automated)" if i["quality_sample"] else ""
+        print(
+            f"{i['id']}\t{i['taxonomy']}\t{r['subject']}\t{r['label']}\t{i['confidence']:.3f}"
+            f"{sample}"
+        )
 
 
 @review_app.command("decide")

@@ -10,6 +10,8 @@ version, classifier version).
 
 A document is represented by the normalised mean of its chunks' stored embeddings (no
 re-embedding); a text sent for classification is chunked and embedded the same way.
+Examples are kept per embedding model: after a reindex to another model, training and the
+nearest-example signal use only the examples the new model made.
 """
 
 from __future__ import annotations
@@ -120,17 +122,51 @@ class Classification:
         for label, _, _ in items:
             tax.check_label(label)
         rows = [(label, self.text(text).vector, "train", source) for label, text, source in items]
-        return self.store.add_examples(taxonomy, rows)
+        return self.store.add_examples(taxonomy, rows, self.embedder_ref)
 
     def train(self, taxonomy: str, by: str) -> dict[str, Any]:
-        """Fit a calibrated classifier on every example and make it the active version."""
+        """Fit a calibrated classifier on the examples of the embedding model in use and make
+        it the active version; ``left_out`` says how many examples other models made."""
         tax = self.store.taxonomy(taxonomy)
-        vectors, labels, _ = self.store.examples(taxonomy)
-        model = learner.train(vectors, labels)
+        vectors, labels, _ = self.store.examples(taxonomy, self.embedder_ref)
+        left_out = self._left_out(taxonomy)
+        try:
+            model = learner.train(vectors, labels)
+        except InvalidInput as exc:
+            if not left_out["examples"]:
+                raise
+            raise InvalidInput(
+                f"{exc} among the examples of embedding model {self.embedder_ref}; "
+                f"{left_out['reason']}"
+            ) from None
         counts = {label: labels.count(label) for label in tax.labels}
         params = {**model.to_json(), "counts": counts, "embedding_model": self.embedder_ref}
         number = self.store.add_version(taxonomy, params, by)
-        return next(v for v in self.store.versions(taxonomy) if v["version"] == number)
+        version = next(v for v in self.store.versions(taxonomy) if v["version"] == number)
+        return {**version, "left_out": left_out}
+
+    def _left_out(self, taxonomy: str) -> dict[str, Any]:
+        """The examples another embedding model made: their count per model, and why."""
+        others = {
+            model or "unknown": n
+            for model, n in self.store.example_models(taxonomy).items()
+            if model != self.embedder_ref
+        }
+        total = sum(others.values())
+        reason = None
+        if total:
+            each = ", ".join(f"{model}: {n}" for model, n in sorted(others.items()))
+            unknown = (
+                " ('unknown': stored before examples named their model)"
+                if "unknown" in others
+                else ""
+            )
+            reason = (
+                f"{total} examples made by another embedding model than {self.embedder_ref} "
+                f"were left out ({each}){unknown}; add them again from their sources to "
+                "train on them"
+            )
+        return {"examples": total, "by_embedding_model": others, "reason": reason}
 
     # --- classifying ----------------------------------------------------------------------
 
@@ -190,9 +226,8 @@ class Classification:
             label = max(probabilities, key=probabilities.__getitem__)
             confidence, tier, calibrated = probabilities[label], "zero-shot", False
         top = sorted(probabilities.items(), key=lambda kv: -kv[1])[:5]
-        route = tax.route(
-            confidence, calibrated=calibrated, sample_key=f"{subject.key}|{classifier}"
-        )
+        sample_key = f"{subject.key}|{classifier}"
+        route = tax.route(confidence, calibrated=calibrated, sample_key=sample_key)
         return {
             "taxonomy": tax.name,
             "subject": subject.key,
@@ -201,6 +236,7 @@ class Classification:
             "confidence": round(float(confidence), 6),
             "tier": tier,
             "route": route,
+            "quality_sample": tax.quality_sample(route, sample_key=sample_key),
             "calibrated": calibrated,
             "classifier": classifier,
             "embedding_model": self.embedder_ref,
@@ -208,9 +244,9 @@ class Classification:
         }
 
     def _nearest(self, taxonomy: str, vector: Vectors, k: int = 3) -> list[dict[str, Any]]:
-        vectors, labels, _ = self.store.examples(taxonomy)
-        if not labels:
-            return []
+        vectors, labels, _ = self.store.examples(taxonomy, self.embedder_ref)
+        if not labels or vectors.shape[1] != vector.shape[0]:
+            return []  # no example in this model's space to compare with
         sims = vectors @ vector
         best = np.argsort(-sims)[:k]
         return [{"label": labels[i], "similarity": round(float(sims[i]), 4)} for i in best]

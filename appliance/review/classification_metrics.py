@@ -1,6 +1,11 @@
 """Per-taxonomy metrics: coverage and measured precision per route, correction rate per
 label, the confidence histogram and the label distribution; as JSON for the API and as
-Prometheus families for ``/metrics``."""
+Prometheus families for ``/metrics``.
+
+Precision per route is what reviewers accepted of the results they reviewed: every
+``human`` result, the sampled part of the ``review`` band, and the quality samples of the
+``auto`` route (``thresholds.auto_sample_rate``), which stay automated.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,14 @@ def summary(stats: dict[str, Any]) -> dict[str, Any]:
     routes: dict[str, int] = stats["routes"]
     total = sum(routes.values())
     reviewed: list[tuple[str, str, str]] = stats["reviewed"]
+    queued: dict[str, int] = stats["queued"]
     per_route: dict[str, Any] = {}
     for route in ("auto", "review", "human"):
         decided = [d for r, _, d in reviewed if r == route]
         per_route[route] = {
             "results": routes.get(route, 0),
             "coverage": round(routes.get(route, 0) / total, 4) if total else None,
+            "sent_to_review": queued.get(route, 0),
             "reviewed": len(decided),
             "precision": round(decided.count("accept") / len(decided), 4) if decided else None,
         }
@@ -62,6 +69,11 @@ class ClassificationCollector:
             "Classification results by route.",
             labels=["tenant", "taxonomy", "route"],
         )
+        reviewed = GaugeMetricFamily(
+            "appliance_classification_reviewed_results",
+            "Results a reviewer decided, by route (the sample behind the precision).",
+            labels=["tenant", "taxonomy", "route"],
+        )
         precision = GaugeMetricFamily(
             "appliance_classification_reviewed_precision",
             "Share of reviewed results a reviewer accepted, by route.",
@@ -78,6 +90,7 @@ class ClassificationCollector:
                 s = summary(store.route_stats(taxonomy.name))
                 for route, figures in s["routes"].items():
                     results.add_metric([tenant, taxonomy.name, route], figures["results"])
+                    reviewed.add_metric([tenant, taxonomy.name, route], figures["reviewed"])
                     if figures["precision"] is not None:
                         precision.add_metric([tenant, taxonomy.name, route], figures["precision"])
                 for label, figures in s["corrections"].items():
@@ -85,5 +98,6 @@ class ClassificationCollector:
                         [tenant, taxonomy.name, label], figures["correction_rate"]
                     )
         yield results
+        yield reviewed
         yield precision
         yield correction

@@ -2,7 +2,12 @@
 
 Taxonomies, labelled examples (as embeddings: no document text is kept here), classifier
 versions (plain parameters as JSON, never pickles), classification results, the review
-queue and batch jobs. One connection, one lock, explicit transactions.
+queue and batch jobs (:mod:`appliance.review.batch_jobs`). One connection, one lock,
+explicit transactions.
+
+Each example records the embedding model that made its vector: vectors of different models
+live in different spaces (and may differ in length), so training and the nearest-example
+signal use only the examples of the model in use.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy.typing as npt
 
 from appliance.encrypted_db import EncryptedDatabase
 from appliance.errors import Conflict, NotFound
+from appliance.review.batch_jobs import BatchJobs
 from appliance.review.labelling import Taxonomy
 
 _SCHEMA = """
@@ -52,6 +58,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     done INTEGER NOT NULL, failed INTEGER NOT NULL, status TEXT NOT NULL,
     created_at TEXT NOT NULL, finished_at TEXT)
 """
+# Examples name their embedding model; rows from before get the model the taxonomy's latest
+# version was trained with (NULL, unknown, when it has none). Review items mark quality
+# samples of the auto route; jobs record their process and why they stopped.
+_EXAMPLE_MODELS = """
+ALTER TABLE examples ADD COLUMN embedding_model TEXT;
+UPDATE examples SET embedding_model = (
+    SELECT json_extract(v.params, '$.embedding_model') FROM versions v
+    WHERE v.taxonomy = examples.taxonomy ORDER BY v.number DESC LIMIT 1);
+CREATE INDEX examples_by_model ON examples (taxonomy, embedding_model);
+ALTER TABLE review_items ADD COLUMN quality_sample INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN runner TEXT;
+ALTER TABLE jobs ADD COLUMN error TEXT
+"""
+MIGRATIONS = (_SCHEMA, _EXAMPLE_MODELS)  # in order; never edit one a database has run
+_ITEM_COLUMNS = (
+    "r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, r.note, "
+    "r.reviewer, r.decided_at, r.created_at, r.quality_sample, s.result"
+)
 
 
 def now() -> str:
@@ -71,14 +95,20 @@ class ReviewItem:
     reviewer: str | None
     decided_at: str | None
     created_at: str
+    quality_sample: bool  # an automated result drawn for review, to measure the auto route
     result: dict[str, Any]
 
 
 class LabelStore(EncryptedDatabase):
-    """Thread-safe access to one tenant's classification database."""
+    """Thread-safe access to one tenant's classification database.
+
+    Opening it marks ``interrupted`` the batch jobs a stopped process left ``running``.
+    """
 
     def __init__(self, path: Path, key: bytes) -> None:
-        super().__init__(path, key, "classification database", (_SCHEMA,))
+        super().__init__(path, key, "classification database", MIGRATIONS)
+        self.jobs = BatchJobs(self, now)
+        self.jobs.interrupt_orphans()
 
     # --- taxonomies --------------------------------------------------------------------
 
@@ -107,30 +137,45 @@ class LabelStore(EncryptedDatabase):
     # --- examples and versions ---------------------------------------------------------
 
     def add_examples(
-        self, taxonomy: str, items: Sequence[tuple[str, npt.NDArray[np.float32], str, str]]
+        self,
+        taxonomy: str,
+        items: Sequence[tuple[str, npt.NDArray[np.float32], str, str]],
+        embedding_model: str,
     ) -> int:
-        """Add ``(label, vector, origin, source)`` examples in one transaction."""
+        """Add ``(label, vector, origin, source)`` examples, all made by ``embedding_model``."""
         stamp = now()
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at, "
+                "embedding_model) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp)
+                    (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp, embedding_model)
                     for lab, v, o, s in items
                 ],
             )
         return len(items)
 
-    def examples(self, taxonomy: str) -> tuple[npt.NDArray[np.float32], list[str], list[str]]:
-        """(vectors, labels, origins) of every example, oldest first."""
+    def examples(
+        self, taxonomy: str, embedding_model: str
+    ) -> tuple[npt.NDArray[np.float32], list[str], list[str]]:
+        """(vectors, labels, origins) of the examples ``embedding_model`` made, oldest first."""
         rows = self._query(
-            "SELECT vector, label, origin FROM examples WHERE taxonomy = ? ORDER BY id", (taxonomy,)
+            "SELECT vector, label, origin FROM examples WHERE taxonomy = ? AND embedding_model = ? "
+            "ORDER BY id",
+            (taxonomy, embedding_model),
         )
         if not rows:
             return np.zeros((0, 0), dtype=np.float32), [], []
         vectors = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
         return vectors, [r[1] for r in rows], [r[2] for r in rows]
+
+    def example_models(self, taxonomy: str) -> dict[str | None, int]:
+        """How many examples each embedding model made (None: unknown, stored before)."""
+        rows = self._query(
+            "SELECT embedding_model, count(*) FROM examples WHERE taxonomy = ? GROUP BY 1",
+            (taxonomy,),
+        )
+        return {model: n for model, n in rows}
 
     def example_counts(self, taxonomy: str) -> dict[str, dict[str, int]]:
         rows = self._query(
@@ -180,6 +225,7 @@ class LabelStore(EncryptedDatabase):
                     "ece": p["ece"],
                     "labels": p["classes"],
                     "temperature": p["temperature"],
+                    "embedding_model": p.get("embedding_model"),
                 }
             )
         return out
@@ -216,10 +262,11 @@ class LabelStore(EncryptedDatabase):
     def save_result(
         self, taxonomy: str, subject: str, result: dict[str, Any], vector: npt.NDArray[np.float32]
     ) -> int:
-        """Store a result (and its review item when routed to a person); returns its id.
+        """Store a result (and its review item when a person must see it); returns its id.
 
-        The document's pooled vector is kept with it, so a reviewer's correction can become
-        a training example without keeping the document's text here.
+        A person sees the ``review`` and ``human`` routes, and the ``auto`` results drawn as
+        quality samples. The document's pooled vector is kept with it, so a reviewer's
+        correction can become a training example without keeping the document's text here.
         """
         stamp = now()
         with self.transaction() as conn:
@@ -242,11 +289,12 @@ class LabelStore(EncryptedDatabase):
                 ),
             )
             result_id = int(cur.lastrowid)
-            if result["route"] in ("review", "human"):
+            sample = bool(result.get("quality_sample"))
+            if result["route"] in ("review", "human") or sample:
                 conn.execute(
-                    "INSERT INTO review_items (result_id, taxonomy, confidence, status, created_at)"
-                    " VALUES (?, ?, ?, 'pending', ?)",
-                    (result_id, taxonomy, result["confidence"], stamp),
+                    "INSERT INTO review_items (result_id, taxonomy, confidence, status, "
+                    "created_at, quality_sample) VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (result_id, taxonomy, result["confidence"], stamp, int(sample)),
                 )
         return result_id
 
@@ -256,8 +304,7 @@ class LabelStore(EncryptedDatabase):
         where = "r.status = ?" + (" AND r.taxonomy = ?" if taxonomy else "")
         params: list[Any] = [status] + ([taxonomy] if taxonomy else [])
         rows = self._query(
-            "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
-            "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
+            f"SELECT {_ITEM_COLUMNS} FROM review_items r "
             f"JOIN results s ON s.id = r.result_id WHERE {where} "
             "ORDER BY r.confidence ASC, r.created_at ASC, r.id ASC LIMIT ?",
             [*params, limit],
@@ -266,8 +313,7 @@ class LabelStore(EncryptedDatabase):
 
     def review_item(self, item_id: int) -> ReviewItem:
         rows = self._query(
-            "SELECT r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, "
-            "r.note, r.reviewer, r.decided_at, r.created_at, s.result FROM review_items r "
+            f"SELECT {_ITEM_COLUMNS} FROM review_items r "
             "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
             (item_id,),
         )
@@ -279,7 +325,8 @@ class LabelStore(EncryptedDatabase):
         self, item_id: int, decision: str, label: str, note: str | None, reviewer: str
     ) -> None:
         """Record a decision once (409 if already decided); the reviewed document, with the
-        label the reviewer settled on, becomes a training example in the same transaction."""
+        label the reviewer settled on, becomes a training example in the same transaction,
+        under the embedding model its result names."""
         with self.transaction() as conn:
             done = conn.execute(
                 "UPDATE review_items SET status = 'decided', decision = ?, label = ?, note = ?, "
@@ -289,33 +336,18 @@ class LabelStore(EncryptedDatabase):
             if not done:
                 raise Conflict(f"review item {item_id} was already decided")
             conn.execute(
-                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at) "
-                "SELECT r.taxonomy, ?, s.vector, ?, s.subject, ? FROM review_items r "
+                "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at, "
+                "embedding_model) SELECT r.taxonomy, ?, s.vector, ?, s.subject, ?, "
+                "json_extract(s.result, '$.embedding_model') FROM review_items r "
                 "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
                 (label, f"review-{decision}", now(), item_id),
             )
 
     def route_stats(self, taxonomy: str) -> dict[str, Any]:
-        """Counts for the metrics: results per route and label, reviewed precision."""
-        routes = dict(
-            self._query(
-                "SELECT route, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
-            )
-        )
-        labels = dict(
-            self._query(
-                "SELECT label, count(*) FROM results WHERE taxonomy = ? GROUP BY 1", (taxonomy,)
-            )
-        )
-        reviewed = self._query(
-            "SELECT s.route, s.label, r.decision FROM review_items r JOIN results s "
-            "ON s.id = r.result_id WHERE r.taxonomy = ? AND r.status = 'decided'",
-            (taxonomy,),
-        )
-        confidences = [
-            r[0]
-            for r in self._query("SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,))
-        ]
+        """Counts for the metrics: results per route and label, how many of each route went
+        to a reviewer (``queued``: the auto route's quality samples included) and what the
+        reviewers decided."""
+        queue = "FROM review_items r JOIN results s ON s.id = r.result_id WHERE r.taxonomy = ?"
         by_day: dict[str, dict[str, int]] = {}
         for day, label, n in self._query(
             "SELECT substr(created_at, 1, 10), label, count(*) FROM results WHERE taxonomy = ? "
@@ -324,42 +356,28 @@ class LabelStore(EncryptedDatabase):
         ):
             by_day.setdefault(day, {})[label] = n
         return {
-            "routes": routes,
-            "labels": labels,
-            "reviewed": reviewed,
-            "confidences": confidences,
+            "routes": self._counts(
+                "SELECT route, count(*) FROM results WHERE taxonomy = ?", taxonomy
+            ),
+            "labels": self._counts(
+                "SELECT label, count(*) FROM results WHERE taxonomy = ?", taxonomy
+            ),
+            "reviewed": self._query(
+                f"SELECT s.route, s.label, r.decision {queue} AND r.status = 'decided'", (taxonomy,)
+            ),
+            "queued": self._counts(f"SELECT s.route, count(*) {queue}", taxonomy),
+            "confidences": [
+                r[0]
+                for r in self._query(
+                    "SELECT confidence FROM results WHERE taxonomy = ?", (taxonomy,)
+                )
+            ],
             "labels_by_day": by_day,
         }
 
-    # --- jobs ----------------------------------------------------------------------------
-
-    def create_job(self, taxonomy: str, total: int) -> int:
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO jobs (taxonomy, total, done, failed, status, created_at) "
-                "VALUES (?, ?, 0, 0, 'running', ?)",
-                (taxonomy, total, now()),
-            )
-            return int(cur.lastrowid)
-
-    def update_job(self, job_id: int, done: int, failed: int, status: str = "running") -> None:
-        finished = now() if status != "running" else None
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE jobs SET done = ?, failed = ?, status = ?, finished_at = ? WHERE id = ?",
-                (done, failed, status, finished, job_id),
-            )
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        rows = self._query(
-            "SELECT id, taxonomy, total, done, failed, status, created_at, finished_at "
-            "FROM jobs WHERE id = ?",
-            (job_id,),
-        )
-        if not rows:
-            raise NotFound(f"no classification job {job_id} in this tenant")
-        keys = ("id", "taxonomy", "total", "done", "failed", "status", "created_at", "finished_at")
-        return dict(zip(keys, rows[0], strict=True))
+    def _counts(self, select: str, taxonomy: str) -> dict[str, int]:
+        """``{key: count}`` from a ``SELECT key, count(*) ...`` of one taxonomy's rows."""
+        return dict(self._query(f"{select} GROUP BY 1", (taxonomy,)))
 
 
 def _item(row: Sequence[Any]) -> ReviewItem:
@@ -375,5 +393,6 @@ def _item(row: Sequence[Any]) -> ReviewItem:
         row[8],
         row[9],
         row[10],
-        json.loads(row[11]),
+        bool(row[11]),
+        json.loads(row[12]),
     )

@@ -3,7 +3,9 @@
 A taxonomy is data an admin writes (YAML or JSON), checked here once, before anything is
 stored: at least two labels, no duplicates, valid regular expressions, sane thresholds.
 Routing turns a confidence into what happens next: ``auto`` (no human), ``review``
-(automated, but a sample goes to a reviewer to measure precision), ``human`` (waits).
+(automated, but a sample goes to a reviewer to measure precision), ``human`` (waits). A small
+share of ``auto`` results is also drawn as quality samples: they stay automated, and a
+reviewer's verdict on them measures the precision of the automated route itself.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Routing: >= ``auto`` automated; >= ``review`` automated and sampled; below, a human."""
+    """Routing: >= ``auto`` automated; >= ``review`` automated and sampled; below, a human.
+
+    ``sample_rate`` is the share of the review band sent to a reviewer; ``auto_sample_rate``
+    the share of automated results also sent to one, as quality samples.
+    """
 
     auto: float = 0.95
     review: float = 0.80
     sample_rate: float = 0.10
+    auto_sample_rate: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,16 @@ class Taxonomy:
         if confidence >= t.review:
             return "review" if _sampled(sample_key, t.sample_rate) else "auto"
         return "human"
+
+    def quality_sample(self, route: Route, *, sample_key: str) -> bool:
+        """Whether an automated result is also reviewed, to measure the auto route's precision.
+
+        Drawn like the review band's sample, under another salt so the two draws are
+        independent; only ``auto`` results are drawn (the others reach a person anyway).
+        """
+        return route == "auto" and _sampled(
+            f"auto-sample|{sample_key}", self.thresholds.auto_sample_rate
+        )
 
 
 def _sampled(key: str, rate: float) -> bool:
@@ -162,12 +179,21 @@ def _rule(raw: Any, labels: dict[str, str], i: int) -> Rule:
     return Rule(raw["label"], pattern, tuple(keywords), float(confidence))
 
 
+_THRESHOLD_FIELDS = ("auto", "review", "sample_rate", "auto_sample_rate")
+
+
 def _thresholds(raw: Any) -> Thresholds:
-    if not isinstance(raw, dict) or set(raw) - {"auto", "review", "sample_rate"}:
-        raise InvalidInput("thresholds: an object with auto, review and sample_rate")
+    if not isinstance(raw, dict) or set(raw) - set(_THRESHOLD_FIELDS):
+        raise InvalidInput("thresholds: an object with auto, review, sample_rate, auto_sample_rate")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw.values()):
-        raise InvalidInput("thresholds: auto, review and sample_rate must be numbers")
+        raise InvalidInput(
+            "thresholds: auto, review, sample_rate, auto_sample_rate must be numbers"
+        )
     t = Thresholds(**{k: float(v) for k, v in raw.items()})
     if not (0 < t.review <= t.auto <= 1 and 0 <= t.sample_rate <= 1):
         raise InvalidInput("thresholds: need 0 < review <= auto <= 1 and 0 <= sample_rate <= 1")
+    if not 0 <= t.auto_sample_rate <= 1:
+        raise InvalidInput(
+            f"thresholds: need 0 <= auto_sample_rate <= 1 (got {t.auto_sample_rate:g})"
+        )
     return t

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from appliance.api.app import create_app
 from appliance.config import Settings
 from appliance.corpus.ingest import ingest_bytes
+from appliance.review.classification import Classification, label_store
+from appliance.review.labelling import Taxonomy
 from appliance.services import Services
 from appliance.testing import Api, assert_problem, film_texts
 
@@ -198,6 +200,81 @@ def test_batch_job_classifies_every_document_once(api: Api) -> None:
     assert metrics["results"] == 40  # idempotent per (document version, classifier version)
 
 
+def wait_for(api: Api, job_id: int) -> dict[str, object]:
+    deadline = time.monotonic() + 120
+    while (state := api.call("GET", f"/v1/classify/jobs/{job_id}", "analyst").json())[
+        "status"
+    ] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    result: dict[str, object] = state
+    return result
+
+
+def test_an_interrupted_batch_is_reported_and_a_rerun_finishes_only_the_rest(
+    api: Api, settings: Settings
+) -> None:
+    # an earlier server process: it classified 5 documents of a 40-document job, then stopped
+    earlier = Services.from_settings(settings)
+    store = label_store(earlier, "acme")
+    store.create_taxonomy(Taxonomy.from_json(TAXONOMY))
+    c = Classification.of(earlier, "acme")
+    first = [c.classify("film-texts", c.document(api.docs[f"plot-{i}"], None)) for i in range(5)]
+    job = store.jobs.create("film-texts", 40)
+    store.jobs.update(job, 5, 0)
+    earlier.close()
+
+    state = api.call("GET", f"/v1/classify/jobs/{job}", "analyst").json()
+    assert (state["status"], state["total"], state["done"], state["failed"]) == (
+        "interrupted",
+        40,
+        5,
+        0,
+    )
+    assert "stopped after 5 of 40 documents. Submit the same batch again" in state["error"]
+    rerun = api.call(
+        "POST", "/v1/classify/batch", "analyst", json={"taxonomy": "film-texts", "all": True}
+    )
+    assert rerun.status_code == 202 and rerun.json()["error"] is None
+    finished = wait_for(api, rerun.json()["id"])
+    assert (finished["status"], finished["done"], finished["failed"]) == ("finished", 40, 0)
+    metrics = api.call("GET", "/v1/taxonomies/film-texts/metrics", "analyst").json()
+    assert metrics["results"] == 40  # the 5 stored results were kept, not made again
+    body = {"taxonomy": "film-texts", "document_id": api.docs["plot-0"]}
+    assert api.call("POST", "/v1/classify", "analyst", json=body).json()["id"] == first[0]["id"]
+    assert api.call("GET", f"/v1/classify/jobs/{job}", "analyst").json() == state
+
+
+def test_automated_results_are_sampled_and_their_precision_measured(api: Api) -> None:
+    body = {**TAXONOMY, "thresholds": {"auto_sample_rate": 1.0}}
+    assert api.call("POST", "/v1/taxonomies", "admin", json=body).status_code == 201
+    texts = ["A film about a whale. Two thumbs up!", "Two thumbs up: a boy finds a dragon."]
+    for text in texts:
+        res = api.call(
+            "POST", "/v1/classify", "analyst", json={"taxonomy": "film-texts", "text": text}
+        ).json()
+        assert (res["tier"], res["route"], res["quality_sample"]) == ("rule", "auto", True)
+    queue = api.call("GET", "/v1/review", "reviewer").json()
+    assert [(i["quality_sample"], i["result"]["route"]) for i in queue] == [(True, "auto")] * 2
+    first, second = sorted(queue, key=lambda i: i["id"])
+    accept = {"decision": "accept"}
+    assert api.call("POST", f"/v1/review/{first['id']}", "reviewer", json=accept).is_success
+    correction = {"decision": "correct", "label": "plot"}
+    assert api.call("POST", f"/v1/review/{second['id']}", "reviewer", json=correction).is_success
+    metrics = api.call("GET", "/v1/taxonomies/film-texts/metrics", "analyst").json()
+    assert metrics["routes"]["auto"] == {
+        "results": 2,
+        "coverage": 1.0,
+        "sent_to_review": 2,
+        "reviewed": 2,
+        "precision": 0.5,
+    }
+    exported = api.call("GET", "/metrics", None).text
+    where = 'route="auto",taxonomy="film-texts",tenant="acme"'
+    assert f"appliance_classification_reviewed_precision{{{where}}} 0.5" in exported
+    assert f"appliance_classification_reviewed_results{{{where}}} 2.0" in exported
+
+
 @pytest.mark.parametrize(
     ("taxonomy", "detail"),
     [
@@ -213,6 +290,10 @@ def test_batch_job_classifies_every_document_once(api: Api) -> None:
         ),
         ({**TAXONOMY, "name": "Bad Name"}, "invalid taxonomy name"),
         ({**TAXONOMY, "thresholds": {"auto": 0.5, "review": 0.9}}, "review <= auto"),
+        (
+            {**TAXONOMY, "thresholds": {"auto_sample_rate": 2}},
+            "thresholds: need 0 <= auto_sample_rate <= 1 (got 2)",
+        ),
         ({**TAXONOMY, "colour": "red"}, "unknown taxonomy fields: colour"),
     ],
 )

@@ -55,7 +55,11 @@ def test_taxonomy_train_classify_review(
     right = sum(r["label"] == r["name"].split("/")[0] for r in results)
     assert right >= 9
     queue = json.loads(ok("review", "list", "--tenant", "acme", "--json", env=cli_env))
-    assert len(queue) == sum(r["route"] in ("review", "human") for r in results)
+    # what waits for a person, and the automated results drawn as quality samples (2%)
+    assert len(queue) == sum(
+        r["route"] in ("review", "human") or r["quality_sample"] for r in results
+    )
+    assert all(i["quality_sample"] == (i["result"]["route"] == "auto") for i in queue)
     if queue:
         item = str(queue[0]["id"])
         out = ok("review", "decide", item, "--tenant", "acme", "--correct", "plot", env=cli_env)

@@ -40,6 +40,32 @@ def test_the_review_band_is_sampled_at_the_configured_rate_and_deterministically
     assert every.route(0.96, calibrated=True, sample_key="x") == "auto"
 
 
+def test_automated_results_are_drawn_as_quality_samples_at_their_own_rate() -> None:
+    tax = taxonomy(thresholds={"sample_rate": 0.25, "auto_sample_rate": 0.25})
+    keys = [f"doc:{i}|v1" for i in range(4000)]
+    drawn = [k for k in keys if tax.quality_sample("auto", sample_key=k)]
+    assert 0.22 < len(drawn) / len(keys) < 0.28
+    assert drawn == [k for k in keys if tax.quality_sample("auto", sample_key=k)]
+    # another salt than the review band's draw: the two samples are not the same documents
+    banded = {k for k in keys if tax.route(0.9, calibrated=True, sample_key=k) == "review"}
+    assert 0.15 < len(banded & set(drawn)) / len(drawn) < 0.35
+    # only automated results are drawn: the others reach a person anyway
+    assert not any(tax.quality_sample(r, sample_key=k) for r in ("review", "human") for k in keys)
+    assert taxonomy().thresholds.auto_sample_rate == 0.02
+    never = taxonomy(thresholds={"auto_sample_rate": 0})
+    assert not any(never.quality_sample("auto", sample_key=k) for k in keys)
+    assert all(
+        taxonomy(thresholds={"auto_sample_rate": 1}).quality_sample("auto", sample_key=k)
+        for k in keys
+    )
+
+
+def test_a_taxonomy_stored_before_auto_sampling_gets_the_default_rate() -> None:
+    stored = taxonomy().to_json()
+    del stored["thresholds"]["auto_sample_rate"]
+    assert Taxonomy.from_json(stored).thresholds.auto_sample_rate == 0.02
+
+
 def test_uncalibrated_scores_wait_for_a_human_unless_an_admin_opts_in() -> None:
     assert taxonomy().route(0.999, calibrated=False, sample_key="k") == "human"
     opted = taxonomy(allow_uncalibrated_auto=True)
@@ -85,6 +111,15 @@ def test_labels_as_a_list_of_names_or_objects() -> None:
         ({"rules": [{"label": "nda", "pattern": "x", "confidence": 1.5}]}, "in (0, 1]"),
         ({"thresholds": {"auto": 0.7}}, "need 0 < review <= auto <= 1"),
         ({"thresholds": {"sample_rate": 2}}, "0 <= sample_rate <= 1"),
+        (
+            {"thresholds": {"auto_sample_rate": 1.5}},
+            "thresholds: need 0 <= auto_sample_rate <= 1 (got 1.5)",
+        ),
+        (
+            {"thresholds": {"auto_sample_rate": -0.1}},
+            "thresholds: need 0 <= auto_sample_rate <= 1 (got -0.1)",
+        ),
+        ({"thresholds": {"auto_sample_rate": True}}, "auto_sample_rate must be numbers"),
         ({"thresholds": {"automatic": 0.9}}, "thresholds: an object with auto"),
         ({"min_examples": 1}, "min_examples must be an integer from 2 to 1000"),
         ({"allow_uncalibrated_auto": "yes"}, "must be true or false"),
