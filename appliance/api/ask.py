@@ -21,8 +21,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from appliance.api.auditing import AuditRecord
+from appliance.api.auditing import AuditRecord, audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
+from appliance.api.documents import FiltersRequest
 from appliance.api.generation import GatedStream, llm_gate, run_cancellable, stream_in_thread
 from appliance.apikeys import Principal
 from appliance.inference.chat import ChatModel, GenerationParams, Message
@@ -41,6 +42,12 @@ class AskRequest(BaseModel):
 
     question: str = Field(min_length=1, max_length=answering.MAX_QUESTION_CHARS)
     k: int = Field(default=answering.DEFAULT_K, ge=1, le=20)
+    filters: FiltersRequest | None = None
+    mode: answering.AnswerMode = Field(
+        default="auto",
+        description="auto: generate, else quote the best source sentence; generate: the "
+        "model only; extract: quote only, no model",
+    )
     stream: bool = False
 
 
@@ -67,31 +74,42 @@ class ExtractRequest(BaseModel):
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
-@router.post("/ask", response_model=None)
+@router.post("/ask", response_model=None, openapi_extra=audit_action("review.ask"))
 async def ask(
     body: AskRequest, request: Request, principal: Asker, services: ServicesDep, record: AuditDep
 ) -> dict[str, Any] | GatedStream:
     """Answer from the documents the caller may see, or say that they do not answer it."""
-    record.action, record.resource = "review.ask", "ask"
+    record.resource = "ask"
     record.payload["question"] = body.question
     question = answering.check_question(body.question)
+    filters = body.filters.to_filter() if body.filters is not None else None
+    if filters is not None:
+        record.payload["filters"] = filters.canonical()
     tenant = tenant_of(principal)
     corpus = await run_in_threadpool(services.corpus, tenant)
     chat = await run_in_threadpool(services.chat)
-    models = {"chat": chat.model_ref, "embedding": services.embedder_entry().ref}
+    models = await run_in_threadpool(answering.model_versions, services)
     record.models.update(models)
     cache = answering.answer_cache(services, tenant)
-    key = cache.key(question, body.k, principal.acl_groups, corpus.store.corpus_version, models)
+    key = cache.key(
+        question,
+        body.k,
+        principal.acl_groups,
+        corpus.store.corpus_version,
+        models,
+        filters,
+        body.mode,
+    )
     cached = cache.get(key)
     if cached is not None:
         _audit(record, cached)
         return _as_events(cached) if body.stream else cached
     retrieval = await run_in_threadpool(
-        answering.retrieve, corpus, question, body.k, principal.acl_groups
+        answering.retrieve, corpus, question, body.k, principal.acl_groups, filters
     )
-    if retrieval.weak:  # nothing to generate from: no need to wait for the model
+    if retrieval.weak or body.mode == "extract":  # no need to wait for the model
         timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": 0.0}
-        result = answering.answer(retrieval, [], "", timings, models)
+        result = answering.answer(retrieval, [], "", timings, models, body.mode)
         cache.put(key, corpus.store.corpus_version, result)
         _audit(record, result)
         return _as_events(result) if body.stream else result
@@ -100,7 +118,7 @@ async def ask(
 
     def finish(generated: str, generate_ms: float) -> dict[str, Any]:
         timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
-        result = answering.answer(retrieval, sources, generated, timings, models)
+        result = answering.answer(retrieval, sources, generated, timings, models, body.mode)
         cache.put(key, corpus.store.corpus_version, result)
         _audit(record, result)
         return result
@@ -166,7 +184,7 @@ def _audit(record: AuditRecord, result: dict[str, Any]) -> None:
     )
 
 
-@router.post("/extract")
+@router.post("/extract", openapi_extra=audit_action("review.extract"))
 async def extract(
     body: ExtractRequest,
     request: Request,
@@ -175,7 +193,7 @@ async def extract(
     record: AuditDep,
 ) -> dict[str, Any]:
     """Fill the JSON schema from one document; each value with its evidence, or null and why."""
-    record.action, record.resource = "review.extract", f"document:{body.document_id}"
+    record.resource = f"document:{body.document_id}"
     record.payload["document_id"] = body.document_id
     task, chat = await run_in_threadpool(
         extraction.prepare,

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from appliance.api.auditing import audit_action
 from appliance.api.deps import AuditDep, ServicesDep, require, tenant_of
 from appliance.api.uploads import read_upload
 from appliance.apikeys import Principal, parse_groups
+from appliance.corpus.filters import MAX_VALUES, DocumentFilter
 from appliance.corpus.ingest import IngestOptions, ingest_bytes
 from appliance.corpus.search import MAX_K, MAX_QUERY_CHARS, search
 from appliance.errors import Forbidden
@@ -21,16 +23,40 @@ Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
 Writer = Annotated[Principal, Depends(require("analyst"))]
 
 
+class FiltersRequest(BaseModel):
+    """Narrow a search or a question to some documents (fields AND, values OR)."""
+
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {
+            "examples": [{"sources": ["leases/*"], "updated_after": "2026-01-01"}]
+        },
+    }
+
+    document_ids: list[int] = Field(default=[], max_length=MAX_VALUES)
+    sources: list[str] = Field(
+        default=[], max_length=MAX_VALUES, description="glob patterns on the source name"
+    )
+    media_types: list[str] = Field(default=[], max_length=MAX_VALUES)
+    updated_after: str | None = Field(default=None, description="ISO 8601 date or time")
+    updated_before: str | None = Field(default=None, description="ISO 8601 date or time")
+
+    def to_filter(self) -> DocumentFilter:
+        return DocumentFilter.of(**self.model_dump())
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["notice period"])
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Literal["hybrid", "bm25", "vector"] = "hybrid"
+    filters: FiltersRequest | None = None
 
 
 @router.post(
     "/documents",
     status_code=201,
     openapi_extra={
+        **audit_action("documents.upload"),
         "requestBody": {
             "required": True,
             "content": {
@@ -49,7 +75,7 @@ class SearchRequest(BaseModel):
                     }
                 }
             },
-        }
+        },
     },
 )
 async def upload_document(
@@ -64,7 +90,6 @@ async def upload_document(
     201 with the new document version; 200 when the same bytes are already stored under
     that name. A new upload under an existing name becomes its next version.
     """
-    record.action = "documents.upload"
     tenant = tenant_of(principal)
     options = IngestOptions.from_settings(services.settings)
     upload = await read_upload(request, options.limits.max_bytes)
@@ -104,12 +129,14 @@ def get_document(document_id: int, principal: Reader, services: ServicesDep) -> 
     return asdict(store.document(document_id, principal.acl_groups))
 
 
-@router.delete("/documents/{document_id}", status_code=204)
+@router.delete(
+    "/documents/{document_id}", status_code=204, openapi_extra=audit_action("documents.delete")
+)
 def delete_document(
     document_id: int, principal: Writer, services: ServicesDep, record: AuditDep
 ) -> None:
     """Delete a document from the store and both indexes."""
-    record.action, record.resource = "documents.delete", f"document:{document_id}"
+    record.resource = f"document:{document_id}"
     corpus = services.corpus(tenant_of(principal))
     record.payload["source"] = corpus.store.document(document_id, principal.acl_groups).source
     corpus.delete_document(document_id)
@@ -121,5 +148,8 @@ def search_documents(
 ) -> list[dict[str, Any]]:
     """Hybrid search; the caller's ACL groups filter inside both retrievers."""
     corpus = services.corpus(tenant_of(principal))
-    hits = search(corpus, body.query, k=body.k, groups=principal.acl_groups, mode=body.mode)
+    filters = body.filters.to_filter() if body.filters is not None else None
+    hits = search(
+        corpus, body.query, k=body.k, groups=principal.acl_groups, mode=body.mode, filters=filters
+    )
     return [asdict(h) for h in hits]

@@ -9,6 +9,7 @@ import typer
 
 from appliance.apikeys import parse_groups
 from appliance.cli.common import audited, eval_app, print_json, services
+from appliance.errors import InvalidInput
 
 
 def ask(
@@ -16,16 +17,50 @@ def ask(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant.")],
     k: Annotated[int, typer.Option("--k", min=1, max=20, help="Sources to retrieve.")] = 6,
     groups: Annotated[str | None, typer.Option(help="Ask as a caller in these groups.")] = None,
+    document: Annotated[
+        list[int] | None, typer.Option("--document", help="Only this document id (repeatable).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Only sources matching this glob (repeatable)."),
+    ] = None,
+    media_type: Annotated[
+        list[str] | None, typer.Option("--media-type", help="Only this media type (repeatable).")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="Only documents changed at or after (ISO 8601).")
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option(help="Only documents changed before (ISO 8601).")
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="auto: generate, else quote the best source sentence; generate: the model "
+            "only; extract: quote only, no model."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer from the documents, citing them; or say that they do not answer it."""
+    from appliance.corpus.filters import DocumentFilter
     from appliance.review.answering import ask as answer
 
     caller = frozenset(parse_groups(groups)) if groups is not None else None
     svc = services()
     with audited(svc, "review.ask", tenant=tenant, resource="ask") as payload:
         payload["question"] = question
-        result = answer(svc, tenant, question, k, caller)
+        filters = DocumentFilter.of(
+            document_ids=document or (),
+            sources=source or (),
+            media_types=media_type or (),
+            updated_after=after,
+            updated_before=before,
+        )
+        payload["filters"] = filters.canonical()
+        if mode not in ("auto", "generate", "extract"):
+            raise InvalidInput(f"--mode: auto, generate or extract, not {mode!r}")
+        result = answer(svc, tenant, question, k, caller, filters, mode)  # type: ignore[arg-type]
         payload.update(
             answer=result["answer"],
             abstained=result["abstained"],
@@ -101,6 +136,11 @@ def eval_ask(
         "latency_ms_p50",
     ):
         print(f"{key:22} {report[key]}")
+    modes = report["answer_modes"]
+    print(
+        f"{'answers':22} {modes['generated']} written, {modes['extractive']} quoted, "
+        f"{modes['abstained']} abstained"
+    )
 
 
 def register(app: typer.Typer) -> None:

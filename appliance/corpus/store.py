@@ -25,6 +25,7 @@ import numpy.typing as npt
 import sqlcipher3
 
 from appliance.corpus.chunking import ChunkDraft
+from appliance.corpus.filters import DocumentFilter
 from appliance.corpus.parsed import ParsedDocument
 from appliance.encrypted_db import EncryptedDatabase
 from appliance.errors import ConfigurationError, NotFound
@@ -418,14 +419,51 @@ class CorpusStore(EncryptedDatabase):
         )
         return np.stack([np.frombuffer(rows[int(i)], dtype=np.float32) for i in ids])
 
-    def bm25(self, query: str, k: int, groups: frozenset[str] | None) -> list[tuple[int, float]]:
-        """Top-k live chunks by BM25, ACL-filtered inside the query (before the limit)."""
+    def bm25(
+        self,
+        query: str,
+        k: int,
+        groups: frozenset[str] | None,
+        documents: Sequence[int] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k live chunks by BM25, ACL-filtered inside the query (before the limit).
+
+        ``documents``, when given, keeps only chunks of those documents (a search filter).
+        """
         match = fts_query(query)
-        if match is None:
+        if match is None or (documents is not None and not documents):
             return []
-        where, params = _acl_clause("chunks_fts.document_id", groups)
-        rows = self._query(bm25_sql(where), [match, *params, k])
+        where, acl_params = _acl_clause("chunks_fts.document_id", groups)
+        params: list[Any] = [match, *acl_params]
+        if documents is not None:
+            where += f" AND chunks_fts.document_id IN ({','.join('?' * len(documents))})"
+            params += [int(d) for d in documents]
+        rows = self._query(bm25_sql(where), [*params, k])
         return [(int(r[0]), float(r[1])) for r in rows]
+
+    def filtered_documents(
+        self, document_filter: DocumentFilter, groups: frozenset[str] | None
+    ) -> list[int]:
+        """Ids of live documents that match ``document_filter`` and the caller may see."""
+        acl, acl_params = _acl_clause("d.id", groups)
+        where, params = document_filter.sql()
+        rows = self._query(
+            "SELECT d.id FROM documents d JOIN versions v ON v.id = d.current_version "
+            f"WHERE d.deleted_at IS NULL AND {acl} AND {where} ORDER BY d.id",
+            [*acl_params, *params],
+        )
+        return [int(r[0]) for r in rows]
+
+    def live_chunk_ids_of(self, documents: Sequence[int]) -> npt.NDArray[np.int64]:
+        """Ids of the live chunks of ``documents``."""
+        if not documents:
+            return np.zeros(0, dtype=np.int64)
+        marks = ",".join("?" * len(documents))
+        rows = self._query(
+            f"SELECT id FROM chunks WHERE live = 1 AND document_id IN ({marks})",
+            [int(d) for d in documents],
+        )
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         ids = [int(i) for i in ids]  # numpy integers would be bound as blobs

@@ -28,6 +28,7 @@ from appliance.corpus.search import SearchHit
 from appliance.inference.chat import Message
 
 SUPPORT_THRESHOLD = 0.6
+EXTRACT_THRESHOLD = 0.6  # share of the question's content words an extract must hold
 ABSTAIN_TEXT = "The documents do not answer this question."
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
@@ -173,7 +174,7 @@ class Sentence:
     supported: bool
     sources: list[int] = field(default_factory=list)
     support: float = 0.0
-    attributed: str | None = None  # "model" (its marker) or "verifier"
+    attributed: str | None = None  # "model" (its marker), "verifier" or "extract"
     problems: list[str] = field(default_factory=list)
 
 
@@ -186,12 +187,7 @@ def best_span(sentence: str, hit: SearchHit) -> tuple[int, int]:
         score = coverage(sentence, m.group())
         if score > best:
             best, span = score, m.span()
-    start, end = span
-    while start < end and hit.text[start].isspace():
-        start += 1
-    while end > start and hit.text[end - 1].isspace():
-        end -= 1
-    return start, end
+    return _trimmed(hit.text, *span)
 
 
 def verify(answer: str, sources: Sequence[SearchHit]) -> list[Sentence]:
@@ -234,9 +230,55 @@ def verify(answer: str, sources: Sequence[SearchHit]) -> list[Sentence]:
     return out
 
 
-def citation(number: int, sentence: str, hit: SearchHit) -> dict[str, Any]:
-    """The citation of ``hit`` for ``sentence``: offsets into the document text, and the quote."""
-    start, end = best_span(sentence, hit)
+@dataclass(frozen=True, slots=True)
+class Extract:
+    """A sentence of a source, quoted as the answer: ``sources[number - 1].text[start:end]``."""
+
+    number: int
+    start: int
+    end: int
+    text: str
+    coverage: float
+
+
+def extractive(question: str, sources: Sequence[SearchHit]) -> Extract | None:
+    """The source sentence that covers the question's content words best, if one is enough.
+
+    Used when the model wrote nothing its sources support (or when no model is wanted): a
+    sentence of a retrieved source, quoted whole, is supported by construction. It must
+    hold at least ``EXTRACT_THRESHOLD`` of the question's distinct content words; ties go
+    to the better-ranked source.
+    """
+    best: Extract | None = None
+    for number, hit in enumerate(sources, start=1):
+        for m in _SENTENCE.finditer(hit.text):
+            start, end = _trimmed(hit.text, *m.span())
+            text = hit.text[start:end]
+            if len(content_words(text)) < 3:
+                continue
+            score = coverage(question, text)
+            if best is None or score > best.coverage:
+                best = Extract(number, start, end, text, score)
+    return best if best is not None and best.coverage >= EXTRACT_THRESHOLD else None
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def citation(
+    number: int, sentence: str, hit: SearchHit, span: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """The citation of ``hit`` for ``sentence``: offsets into the document text, and the quote.
+
+    ``span`` (offsets within the chunk) is the cited sentence when the caller knows it;
+    otherwise the chunk's sentence that covers ``sentence`` best.
+    """
+    start, end = span if span is not None else best_span(sentence, hit)
     return {
         "source_number": number,
         "document_id": hit.document_id,

@@ -6,7 +6,8 @@ nDCG@10 (binary relevance, by document) for hybrid, BM25-only and vector-only, s
 Ask: lines ``{"question": ..., "relevant": [source, ...]}``, an empty ``relevant`` meaning
 the documents do not answer it; the citation validity rate (citations whose quote is the
 document text at their offsets), the hit rate on answerable questions (answered, citing a
-relevant document), abstention precision and recall, and latency.
+relevant document), abstention precision and recall, how the answers were made (written
+by the model, or quoted from a source when nothing the model wrote held), and latency.
 """
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ def evaluate_ask(services: Services, tenant: str, path: Path, k: int) -> dict[st
     texts: dict[int, str] = {}
     valid = total = hits = answerable = abstained_right = abstained = unanswerable = 0
     latencies, evidence = [], []
+    modes: dict[str, int] = {"generated": 0, "extractive": 0, "abstained": 0}
     for question, relevant in rows:
         started = time.perf_counter()
         result = ask(services, tenant, question, k, None)
         latencies.append((time.perf_counter() - started) * 1000)
+        modes[result["answer_mode"]] += 1
         evidence.append({"answerable": bool(relevant), "evidence": result["evidence"]})
         for c in result["citations"]:
             doc = texts.setdefault(c["document_id"], store.document_text(c["document_id"]))
@@ -122,6 +125,7 @@ def evaluate_ask(services: Services, tenant: str, path: Path, k: int) -> dict[st
         "answerable_hit_rate": round(hits / answerable, 4) if answerable else None,
         "abstention_precision": round(abstained_right / abstained, 4) if abstained else None,
         "abstention_recall": round(abstained_right / unanswerable, 4) if unanswerable else None,
+        "answer_modes": modes,
         "latency_ms_p50": round(statistics.median(latencies), 1),
         "evidence": evidence,
     }

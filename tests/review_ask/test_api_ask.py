@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from appliance.api.app import create_app
 from appliance.config import Settings
 from appliance.corpus.ingest import ingest_bytes
+from appliance.inference.catalog import ModelCatalog
 from appliance.services import Services
 from appliance.testing import Api, assert_problem, run_cli
 
@@ -74,7 +75,12 @@ def test_an_answerable_question_gets_verified_citations_then_a_cache_hit(
     first = api.call("POST", "/v1/ask", "analyst", json=body).json()
     assert first["evidence"] > 0.4 and first["retrieved"][0]["source"] == "lease.txt"
     assert set(first["timings"]) == {"retrieve_ms", "generate_ms", "verify_ms"}
-    assert first["models"] == {"chat": "smollm2-135m-instruct@1", "embedding": "all-minilm-l6-v2@1"}
+    models = first["models"]
+    assert models["chat"] == "smollm2-135m-instruct@1"
+    assert models["embedding"] == "all-minilm-l6-v2@1"
+    catalog = ModelCatalog(settings.models_dir)
+    assert models["chat_sha256"] == catalog.get("smollm2-135m-instruct@1").files[0].sha256
+    assert len(models["embedding_sha256"]) == 64  # over the model's files (onnx, tokenizer)
     assert_verified(first, settings)
     second = api.call("POST", "/v1/ask", "analyst", json=body).json()
     assert second["cached"] is True and second["answer"] == first["answer"]
@@ -124,6 +130,59 @@ def test_streamed_ask_sends_tokens_then_the_verified_result(api: Api, settings: 
     assert_verified(result, settings)
 
 
+def test_filters_narrow_what_ask_draws_on_and_never_widen_the_acl(api: Api) -> None:
+    question = "When does the lease of the Lyon warehouse end?"
+    only_merger = {"question": question, "filters": {"sources": ["merger*"]}, "mode": "extract"}
+    narrowed = api.call("POST", "/v1/ask", "analyst", json=only_merger).json()
+    assert {r["source"] for r in narrowed["retrieved"]} <= {"merger.txt"}
+    assert all(c["source"] == "merger.txt" for c in narrowed["citations"])
+    by_id = {"question": question, "filters": {"document_ids": [api.docs["lease"]]}}
+    lease = api.call("POST", "/v1/ask", "analyst", json={**by_id, "mode": "extract"}).json()
+    assert {r["source"] for r in lease["retrieved"]} == {"lease.txt"} and not lease["cached"]
+    sneaky = {"question": "What is the merger code name?", "mode": "extract"}
+    sneaky["filters"] = {"document_ids": [api.docs["merger"]]}
+    hidden = api.call("POST", "/v1/ask", "hr", json=sneaky).json()  # hr may not see merger.txt
+    assert hidden["retrieved"] == [] and hidden["abstained"]
+    later = {"question": question, "filters": {"updated_after": "2999-01-01"}}
+    assert api.call("POST", "/v1/ask", "analyst", json=later).json()["retrieved"] == []
+
+
+def test_extract_mode_quotes_the_best_source_sentence_without_the_model(
+    api: Api, settings: Settings
+) -> None:
+    body = {"question": "When does the lease of the Lyon warehouse end?", "mode": "extract"}
+    result = api.call("POST", "/v1/ask", "analyst", json=body).json()
+    assert result["answer"] == "The lease of the Lyon warehouse ends on 30 June 2027. [1]"
+    assert result["answer_mode"] == "extractive" and not result["abstained"]
+    assert result["timings"]["generate_ms"] == 0.0
+    [citation] = result["citations"]
+    assert citation["quote"] == "The lease of the Lyon warehouse ends on 30 June 2027."
+    assert_verified(result, settings)
+    generated = api.call("POST", "/v1/ask", "analyst", json={**body, "mode": "auto"}).json()
+    assert generated["cached"] is False  # the mode is part of the cache key
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"filters": {"updated_after": "yesterday"}}, "filters.updated_after: an ISO 8601"),
+        ({"filters": {"document_ids": [0]}}, "filters.document_ids: positive integers"),
+        ({"filters": {"colour": "red"}}, "colour"),
+        ({"filters": {"sources": [""]}}, "filters.sources: non-empty strings"),
+        (
+            {"filters": {"updated_after": "2026-02-01", "updated_before": "2026-01-01"}},
+            "updated_after must be earlier than updated_before",
+        ),
+        ({"mode": "guess"}, "mode"),
+    ],
+)
+def test_bad_filters_and_modes_are_refused(api: Api, body: dict[str, object], detail: str) -> None:
+    question = {"question": "When does the lease end?", **body}
+    assert_problem(api.call("POST", "/v1/ask", "analyst", json=question), 422, detail)
+    search = {"query": "lease", "filters": body.get("filters", {"colour": 1})}
+    assert_problem(api.call("POST", "/v1/search", "analyst", json=search), 422)
+
+
 @pytest.mark.parametrize(
     ("who", "body", "status", "detail"),
     [
@@ -158,3 +217,27 @@ def test_cli_ask(cli_env: dict[str, str], settings: Settings) -> None:
     assert result.stdout.startswith("The documents do not answer this question.\n")
     bad = run_cli("ask", " ", "--tenant", "acme", env=cli_env)
     assert bad.returncode == 1 and bad.stderr == "error: question: empty; ask something\n"
+    quoted = run_cli(
+        "ask",
+        "When does the lease of the Lyon warehouse end?",
+        "--tenant",
+        "acme",
+        "--mode",
+        "extract",
+        "--source",
+        "lease*",
+        env=cli_env,
+    )
+    assert quoted.returncode == 0, quoted.stderr
+    assert quoted.stdout.startswith("The lease of the Lyon warehouse ends on 30 June 2027. [1]\n")
+    assert '"The lease of the Lyon warehouse ends on 30 June 2027."' in quoted.stdout
+    for flags, message in (
+        (["--mode", "guess"], "error: --mode: auto, generate or extract, not 'guess'\n"),
+        (
+            ["--after", "soon"],
+            "error: filters.updated_after: an ISO 8601 date or time, such as "
+            "2026-03-31 or 2026-03-31T12:00:00Z, not 'soon'\n",
+        ),
+    ):
+        refused = run_cli("ask", "When?", "--tenant", "acme", *flags, env=cli_env)
+        assert (refused.returncode, refused.stderr) == (1, message)

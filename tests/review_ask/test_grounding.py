@@ -77,3 +77,27 @@ def test_citations_point_at_text_that_exists_at_their_offsets(
             checked += 1
     svc.close()
     assert checked >= 100
+
+
+def test_the_extract_is_the_source_sentence_that_covers_the_question() -> None:
+    extract = grounding.extractive("When does the warehouse lease end?", [PAYROLL, LEASE])
+    assert extract is not None
+    assert (extract.number, extract.text) == (2, "The warehouse lease ends on 30 June 2027.")
+    assert LEASE.text[extract.start : extract.end] == extract.text
+    c = grounding.citation(extract.number, extract.text, LEASE, (extract.start, extract.end))
+    assert c["quote"] == extract.text and (c["start"], c["end"]) == (100, 100 + len(extract.text))
+
+
+def test_no_extract_when_no_sentence_covers_enough_of_the_question() -> None:
+    # "warehouse" and "lease" are covered, "landlord" and "castles" are not: 2/4 < 0.6
+    assert (
+        grounding.extractive("Which castles does the warehouse lease landlord own?", [LEASE])
+        is None
+    )
+    assert grounding.extractive("When does the lease end?", []) is None
+
+
+def test_a_sentence_covered_equally_by_two_sources_is_quoted_from_the_better_ranked() -> None:
+    twin = hit("The warehouse lease ends on 30 June 2027.", 3)
+    extract = grounding.extractive("When does the warehouse lease end?", [twin, LEASE])
+    assert extract is not None and extract.number == 1
