@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(default=4096, ge=256, le=131072)
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    embed_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's threads spin between operators. Off: on a machine "
+        "whose cores are shared (the chat model, other services) spinning threads steal them.",
+    )
 
     chat_backend: Literal["llama_cpp", "remote"] = "llama_cpp"
     remote_url: str | None = Field(

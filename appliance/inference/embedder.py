@@ -97,7 +97,7 @@ def _providers(device: Device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _open_session(path: Path, threads: int | None, device: Device) -> Any:
+def _open_session(path: Path, threads: int | None, device: Device, spinning: bool) -> Any:
     import onnxruntime as ort
 
     if not path.is_file():
@@ -105,6 +105,9 @@ def _open_session(path: Path, threads: int | None, device: Device) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0 lets onnxruntime use the physical cores
     options.inter_op_num_threads = 1
+    # a spinning worker keeps its core busy between operators: on shared cores it is
+    # preempted work, not saved latency (measured in docs/benchmarks.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3  # CUDA placement notices are noise at warning level
     providers = _providers(device)
     try:
@@ -207,6 +210,8 @@ class OnnxEmbedder:
         device: ``"cuda"`` needs CUDA, ``"cpu"`` never uses it, ``"auto"`` uses it when present.
         batch_size: Texts per inference call.
         max_tokens: Tokens read per text; ``None`` takes the tokenizer's truncation length.
+        spinning: Let onnxruntime's intra-op threads spin-wait for work (its own default);
+            off yields the cores between operators.
 
     Raises:
         ModelFormatError: A file is missing, not ONNX / not a tokenizer, truncated, or the
@@ -223,6 +228,7 @@ class OnnxEmbedder:
         device: Device = "auto",
         batch_size: int = 32,
         max_tokens: int | None = None,
+        spinning: bool = False,
     ) -> None:
         for name, value in (
             ("threads", threads),
@@ -236,7 +242,7 @@ class OnnxEmbedder:
         self._tokenizer, self._counter, self._max_tokens = _load_tokenizers(
             tokenizer_path, max_tokens
         )
-        self._session = _open_session(model_path, threads, device)
+        self._session = _open_session(model_path, threads, device, spinning)
         self._input_types = _input_types(self._session, model_path)
         self._model_path, self._tokenizer_path = model_path, tokenizer_path
         self._output, dim = _pick_output(self._session, model_path)

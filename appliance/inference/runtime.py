@@ -55,5 +55,6 @@ def load_embedder(settings: Settings, catalog: ModelCatalog) -> tuple[Embedder, 
         threads=settings.threads,
         device=settings.device,
         batch_size=settings.embed_batch_size,
+        spinning=settings.embed_spinning,
     )
     return embedder, entry

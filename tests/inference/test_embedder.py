@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from appliance.config import Settings
 from appliance.errors import ConfigurationError, InvalidInput, ModelFormatError
 from appliance.inference.embedder import Embedder, HashEmbedder, OnnxEmbedder
 from appliance.inference.onnx_convert import ConvertedModel, convert_sentence_transformer
@@ -74,6 +75,19 @@ def test_batch_size_does_not_change_results(
     one_by_one = OnnxEmbedder(converted.model_path, converted.tokenizer_path, batch_size=1)
     all_at_once = OnnxEmbedder(converted.model_path, converted.tokenizer_path, batch_size=64)
     assert np.abs(one_by_one.embed(texts) - all_at_once.embed(texts)).max() < 1e-5
+
+
+def test_spinning_is_off_unless_asked_for_and_changes_no_vector(
+    converted: ConvertedModel, reference: Reference
+) -> None:
+    quiet = OnnxEmbedder(converted.model_path, converted.tokenizer_path, threads=2)
+    spinning = OnnxEmbedder(converted.model_path, converted.tokenizer_path, spinning=True)
+    entry = "session.intra_op.allow_spinning"
+    options = [e._session.get_session_options() for e in (quiet, spinning)]
+    assert [o.get_session_config_entry(entry) for o in options] == ["0", "1"]
+    texts = reference[0]
+    assert np.abs(quiet.embed(texts) - spinning.embed(texts)).max() < 1e-5
+    assert Settings.model_fields["embed_spinning"].default is False
 
 
 def test_no_texts_give_an_empty_matrix(embedder: OnnxEmbedder) -> None:
