@@ -4,6 +4,7 @@ the cache and its invalidation, ACLs, prompt injection, bad input."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
@@ -203,6 +204,11 @@ def test_bad_questions_are_refused_and_logged_as_refused(
     detail: str,
 ) -> None:
     assert_problem(api.call("POST", "/v1/ask", who, json=body), status, detail)
+    with sqlite3.connect(settings.audit_dir / "audit.db") as conn:
+        action, outcome = conn.execute(
+            "SELECT action, outcome FROM entries ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert (action, outcome) == ("review.ask", "refused" if status == 422 else "denied")
 
 
 def test_cli_ask(cli_env: dict[str, str], settings: Settings) -> None:
@@ -217,6 +223,8 @@ def test_cli_ask(cli_env: dict[str, str], settings: Settings) -> None:
     assert result.stdout.startswith("The documents do not answer this question.\n")
     bad = run_cli("ask", " ", "--tenant", "acme", env=cli_env)
     assert bad.returncode == 1 and bad.stderr == "error: question: empty; ask something\n"
+    nobody = run_cli("ask", "When does the lease end?", "--tenant", "nope", env=cli_env)
+    assert nobody.returncode == 1 and "nope" in nobody.stderr and nobody.stdout == ""
     quoted = run_cli(
         "ask",
         "When does the lease of the Lyon warehouse end?",
