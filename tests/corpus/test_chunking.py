@@ -111,7 +111,7 @@ def test_bad_policy_is_refused() -> None:
 
 
 def test_fts_query_is_safe_and_drops_stopwords() -> None:
-    from appliance.corpus.store import fts_query
+    from appliance.corpus.lexical import fts_query
 
     assert fts_query("What is the monthly rent?") == '"monthly" OR "rent"'
     assert fts_query("the who") == '"the" OR "who"'  # only stopwords: keep them

@@ -307,7 +307,8 @@ def test_a_tenant_refuses_a_different_embedding_model(
 
 @pytest.mark.parametrize("groups", [None, frozenset(), frozenset({"hr", "legal"})])
 def test_bm25_scans_the_fts_index_first(svc: Services, groups: frozenset[str] | None) -> None:
-    from appliance.corpus.store import _acl_clause, bm25_sql
+    from appliance.corpus.lexical import bm25_sql
+    from appliance.corpus.store import _acl_clause
 
     store = svc.corpus("acme").store
     where, params = _acl_clause("chunks_fts.document_id", groups)
