@@ -71,6 +71,25 @@ class Subject:
     document_id: int | None = None
 
 
+Verdict = tuple[dict[str, float], str, bool]  # label probabilities, tier, calibrated
+
+
+def _rule_verdict(tax: Taxonomy, subject: Subject, signals: dict[str, Any]) -> Verdict | None:
+    """The first rule that matches decides, with its configured confidence and its span."""
+    for rule in tax.rules:
+        span = rule.match(subject.text)
+        if span is not None:
+            signals["rule"] = {
+                "label": rule.label,
+                "pattern": rule.pattern,
+                "keywords": list(rule.keywords),
+                "start": span[0],
+                "end": span[1],
+            }
+            return {rule.label: rule.confidence}, "rule", True
+    return None
+
+
 @dataclass
 class Classification:
     """Classification for one tenant, built per request from the shared services."""
@@ -198,33 +217,14 @@ class Classification:
         subject: Subject,
     ) -> dict[str, Any]:
         signals: dict[str, Any] = {"nearest_examples": self._nearest(tax.name, subject.vector)}
-        rule_hit = next(
-            ((rule, span) for rule in tax.rules if (span := rule.match(subject.text))), None
-        )
-        if rule_hit is not None:
-            rule, (start, end) = rule_hit
-            label, confidence, tier, calibrated = rule.label, rule.confidence, "rule", True
-            signals["rule"] = {
-                "label": rule.label,
-                "pattern": rule.pattern,
-                "keywords": list(rule.keywords),
-                "start": start,
-                "end": end,
-            }
-            probabilities = {label: confidence}
-        elif model is not None:
-            p = model.probabilities(subject.vector[None, :])[0]
-            probabilities = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
-            label = max(probabilities, key=probabilities.__getitem__)
-            confidence, tier, calibrated = probabilities[label], "model", True
-            signals["chunks"] = self._weighing_chunks(model, subject, label)
-        else:
-            names = list(tax.labels)
-            described = [f"{n.replace('-', ' ')}: {tax.labels[n]}" for n in names]
-            p = learner.zero_shot(subject.vector[None, :], self.embedder.embed(described))[0]
-            probabilities = {n: float(v) for n, v in zip(names, p, strict=True)}
-            label = max(probabilities, key=probabilities.__getitem__)
-            confidence, tier, calibrated = probabilities[label], "zero-shot", False
+        verdict = _rule_verdict(tax, subject, signals)  # rules first, then a model
+        if verdict is None and model is not None:
+            verdict = self._model_verdict(model, subject, signals)
+        if verdict is None:
+            verdict = self._zero_shot_verdict(tax, subject)
+        probabilities, tier, calibrated = verdict
+        label = max(probabilities, key=probabilities.__getitem__)
+        confidence = probabilities[label]
         top = sorted(probabilities.items(), key=lambda kv: -kv[1])[:5]
         sample_key = f"{subject.key}|{classifier}"
         route = tax.route(confidence, calibrated=calibrated, sample_key=sample_key)
@@ -242,6 +242,21 @@ class Classification:
             "embedding_model": self.embedder_ref,
             "signals": {**signals, "top_labels": [{"label": k, "p": round(v, 6)} for k, v in top]},
         }
+
+    def _model_verdict(
+        self, model: learner.LinearClassifier, subject: Subject, signals: dict[str, Any]
+    ) -> Verdict:
+        p = model.probabilities(subject.vector[None, :])[0]
+        probabilities = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
+        label = max(probabilities, key=probabilities.__getitem__)
+        signals["chunks"] = self._weighing_chunks(model, subject, label)
+        return probabilities, "model", True
+
+    def _zero_shot_verdict(self, tax: Taxonomy, subject: Subject) -> Verdict:
+        names = list(tax.labels)
+        described = [f"{n.replace('-', ' ')}: {tax.labels[n]}" for n in names]
+        p = learner.zero_shot(subject.vector[None, :], self.embedder.embed(described))[0]
+        return {n: float(v) for n, v in zip(names, p, strict=True)}, "zero-shot", False
 
     def _nearest(self, taxonomy: str, vector: Vectors, k: int = 3) -> list[dict[str, Any]]:
         vectors, labels, _ = self.store.examples(taxonomy, self.embedder_ref)
