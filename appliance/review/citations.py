@@ -48,21 +48,35 @@ class FoldedText:
         self.folded = " ".join(words)
 
     def find(self, value: str) -> tuple[int, int, Match] | None:
+        """The first whole-word occurrence of ``value``: "Ann" is not found in "Annual"."""
         wanted = value.strip()
         if not wanted:
             return None
-        at = self.text.find(wanted)
-        if at >= 0:
+        at = _find_bounded(self.text, wanted)
+        if at is not None:
             return at, at + len(wanted), "exact"
         needle = " ".join(_fold(w) for w in wanted.split())
-        at = self.folded.find(needle)
-        if at < 0:
+        at = _find_bounded(self.folded, needle)
+        if at is None:
             return None
         return self._origin(at), self._origin(at + len(needle) - 1) + 1, "normalised"
 
     def _origin(self, folded_at: int) -> int:
         word = bisect.bisect_right(self._folded_starts, folded_at) - 1
         return self._starts[word] + folded_at - self._folded_starts[word]
+
+
+def _find_bounded(haystack: str, needle: str) -> int | None:
+    """Where ``needle`` first occurs not glued to a letter or digit on either side."""
+    at = haystack.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        glued_left = at > 0 and needle[0].isalnum() and haystack[at - 1].isalnum()
+        glued_right = end < len(haystack) and needle[-1].isalnum() and haystack[end].isalnum()
+        if not (glued_left or glued_right):
+            return at
+        at = haystack.find(needle, at + 1)
+    return None
 
 
 def _fold(word: str) -> str:

