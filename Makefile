@@ -24,3 +24,4 @@ typecheck:
 bench:
 	$(PY) bench/llm.py
 	$(PY) bench/embed.py
+	$(PY) bench/extract.py
