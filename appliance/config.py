@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         "whose cores are shared (the chat model, other services) spinning threads steal them.",
     )
 
+    ask_min_evidence: float = Field(
+        default=0.40,
+        ge=0.0,
+        le=1.0,
+        description="Ask abstains when the nearest chunk's cosine is below this; tune it per "
+        "embedding model with `appliance eval ask --curve`.",
+    )
+
     chat_backend: Literal["llama_cpp", "remote"] = "llama_cpp"
     remote_url: str | None = Field(
         default=None, description="OpenAI-compatible server on the private network, e.g. vLLM."

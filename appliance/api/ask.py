@@ -29,6 +29,7 @@ from appliance.apikeys import Principal
 from appliance.inference.chat import ChatModel, GenerationParams, Message
 from appliance.review import answering
 from appliance.review import extract as extraction
+from appliance.review.answer_cache import answer_cache
 
 router = APIRouter(prefix="/v1", tags=["review"])
 Asker = Annotated[Principal, Depends(require("analyst", "reviewer"))]
@@ -82,31 +83,27 @@ async def ask(
     record.resource = "ask"
     record.payload["question"] = body.question
     question = answering.check_question(body.question)
-    filters = body.filters.to_filter() if body.filters is not None else None
-    if filters is not None:
-        record.payload["filters"] = filters.canonical()
+    options = answering.AskOptions(
+        k=body.k,
+        groups=principal.acl_groups,
+        filters=body.filters.to_filter() if body.filters is not None else None,
+        mode=body.mode,
+        min_evidence=services.settings.ask_min_evidence,
+    )
+    if options.filters is not None:
+        record.payload["filters"] = options.filters.canonical()
     tenant = tenant_of(principal)
     corpus = await run_in_threadpool(services.corpus, tenant)
     chat = await run_in_threadpool(services.chat)
     models = await run_in_threadpool(answering.model_versions, services)
     record.models.update(models)
-    cache = answering.answer_cache(services, tenant)
-    key = cache.key(
-        question,
-        body.k,
-        principal.acl_groups,
-        corpus.store.corpus_version,
-        models,
-        filters,
-        body.mode,
-    )
+    cache = answer_cache(services, tenant)
+    key = cache.key(question, options.material(), corpus.store.corpus_version, models)
     cached = cache.get(key)
     if cached is not None:
         _audit(record, cached)
         return _as_events(cached) if body.stream else cached
-    retrieval = await run_in_threadpool(
-        answering.retrieve, corpus, question, body.k, principal.acl_groups, filters
-    )
+    retrieval = await run_in_threadpool(answering.retrieve, corpus, question, options)
     if retrieval.weak or body.mode == "extract":  # no need to wait for the model
         timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": 0.0}
         result = answering.answer(retrieval, [], "", timings, models, body.mode)

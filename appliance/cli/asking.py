@@ -44,6 +44,7 @@ def ask(
 ) -> None:
     """Answer from the documents, citing them; or say that they do not answer it."""
     from appliance.corpus.filters import DocumentFilter
+    from appliance.review.answering import AskOptions
     from appliance.review.answering import ask as answer
 
     caller = frozenset(parse_groups(groups)) if groups is not None else None
@@ -60,7 +61,14 @@ def ask(
         payload["filters"] = filters.canonical()
         if mode not in ("auto", "generate", "extract"):
             raise InvalidInput(f"--mode: auto, generate or extract, not {mode!r}")
-        result = answer(svc, tenant, question, k, caller, filters, mode)  # type: ignore[arg-type]
+        options = AskOptions(
+            k=k,
+            groups=caller,
+            filters=filters,
+            mode=mode,  # type: ignore[arg-type]
+            min_evidence=svc.settings.ask_min_evidence,
+        )
+        result = answer(svc, tenant, question, options)
         payload.update(
             answer=result["answer"],
             abstained=result["abstained"],
@@ -115,13 +123,21 @@ def eval_ask(
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant.")],
     data: Annotated[Path, typer.Option(help='JSONL: {"question": ..., "relevant": [source]}.')],
     k: Annotated[int, typer.Option("--k", min=1, max=20)] = 6,
+    curve: Annotated[
+        bool,
+        typer.Option(
+            "--curve",
+            help="Run the model on every question and report each abstention threshold "
+            "(to tune ask_min_evidence).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Citation validity, answerable hit rate, abstention precision and recall, latency."""
+    """Citation validity, answered and hit rates, abstention precision and recall, latency."""
     from appliance.review.review_eval import evaluate_ask
 
     svc = services()
-    report = evaluate_ask(svc, tenant, data, k)
+    report = evaluate_ask(svc, tenant, data, k, curve=curve)
     svc.close()
     if as_json:
         print_json(report)
@@ -130,17 +146,26 @@ def eval_ask(
         "questions",
         "citations",
         "citation_validity",
+        "min_evidence",
+        "answerable_answered_rate",
         "answerable_hit_rate",
         "abstention_precision",
         "abstention_recall",
         "latency_ms_p50",
     ):
-        print(f"{key:22} {report[key]}")
-    modes = report["answer_modes"]
-    print(
-        f"{'answers':22} {modes['generated']} written, {modes['extractive']} quoted, "
-        f"{modes['abstained']} abstained"
-    )
+        print(f"{key:24} {report[key]}")
+    if "answer_modes" in report:
+        modes = report["answer_modes"]
+        print(
+            f"{'answers':24} {modes['generated']} written, {modes['extractive']} quoted, "
+            f"{modes['abstained']} abstained"
+        )
+    for row in report.get("curve", []):
+        print(
+            f"threshold {row['threshold']:.2f}: answered {row['answerable_answered_rate']}, "
+            f"hit {row['answerable_hit_rate']}, abstention recall {row['abstention_recall']}, "
+            f"precision {row['abstention_precision']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -60,7 +60,33 @@ def check_query(query: str, k: int) -> str:
     return query
 
 
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """The fused hits, and the best vector similarity the caller could reach.
+
+    ``best_vector`` is the vector retriever's own top cosine (0 without one), whether or not
+    that chunk survives the fusion: how close the nearest visible chunk is to the query,
+    the evidence ask's abstention reads.
+    """
+
+    hits: list[SearchHit]
+    best_vector: float
+
+
 def search(
+    corpus: TenantCorpus,
+    query: str,
+    *,
+    k: int = 10,
+    groups: frozenset[str] | None = None,
+    mode: SearchMode = "hybrid",
+    filters: DocumentFilter | None = None,
+) -> list[SearchHit]:
+    """The ``k`` best chunks for ``query`` that a caller may see (:func:`rank`'s hits)."""
+    return rank(corpus, query, k=k, groups=groups, mode=mode, filters=filters).hits
+
+
+def rank(
     corpus: TenantCorpus,
     query: str,
     *,
@@ -71,7 +97,7 @@ def search(
     rrf_k: int = 10,
     weights: tuple[float, float] = (1.0, 0.5),
     filters: DocumentFilter | None = None,
-) -> list[SearchHit]:
+) -> Ranking:
     """The ``k`` best chunks for ``query`` that a caller with ``groups`` may see.
 
     Args:
@@ -87,7 +113,7 @@ def search(
     if filters is not None and not filters.empty:
         documents = corpus.store.filtered_documents(filters, groups)
         if not documents:
-            return []
+            return Ranking([], 0.0)
     lexical: list[tuple[int, float]] = []
     semantic: list[tuple[int, float]] = []
     if mode in ("hybrid", "bm25"):
@@ -99,9 +125,20 @@ def search(
         semantic = [(h.chunk_id, h.score) for h in found]
     fused: dict[int, float] = {}
     for weight, ranking in zip(weights, (lexical, semantic), strict=True):
-        for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (rrf_k + rank)
+        for position, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (rrf_k + position)
     best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
+    hits = _hits(corpus, best, fused, lexical, semantic)
+    return Ranking(hits, max((score for _, score in semantic), default=0.0))
+
+
+def _hits(
+    corpus: TenantCorpus,
+    best: list[int],
+    fused: dict[int, float],
+    lexical: list[tuple[int, float]],
+    semantic: list[tuple[int, float]],
+) -> list[SearchHit]:
     records = corpus.store.chunks(best)
     lex = {cid: (rank, score) for rank, (cid, score) in enumerate(lexical, start=1)}
     sem = {cid: (rank, score) for rank, (cid, score) in enumerate(semantic, start=1)}

