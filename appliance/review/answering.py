@@ -144,16 +144,12 @@ def answer(
     citations = _citations(kept, sources)
     answer_mode = "generated" if kept else "abstained"
     if not kept and not retrieval.weak and mode != "generate":
-        sources = sources or retrieval.hits
-        extract = grounding.extractive(retrieval.question, sources)
-        if extract is not None:
-            hit = sources[extract.number - 1]
-            quoted = grounding.Sentence(
-                extract.text, True, [extract.number], extract.coverage, "extract"
-            )
-            sentences, kept, answer_mode = [*sentences, quoted], [quoted], "extractive"
-            span = (extract.start, extract.end)
-            citations = [grounding.citation(extract.number, extract.text, hit, span)]
+        sources = sources or retrieval.hits  # extract mode: no prompt was built
+        quoted = _quote(retrieval.question, sources)
+        if quoted is not None:
+            sentence, citation = quoted
+            sentences, kept, answer_mode = [*sentences, sentence], [sentence], "extractive"
+            citations = [citation]
     reason = None
     if not kept:
         reason = "weak retrieval evidence" if retrieval.weak else "no sentence is supported"
@@ -182,6 +178,19 @@ def answer(
         "timings": timings,
         "cached": False,
     }
+
+
+def _quote(
+    question: str, sources: Sequence[SearchHit]
+) -> tuple[grounding.Sentence, dict[str, Any]] | None:
+    """The best-covering source sentence as a supported sentence, and its citation."""
+    extract = grounding.extractive(question, sources)
+    if extract is None:
+        return None
+    n = extract.number
+    sentence = grounding.Sentence(extract.text, True, [n], extract.coverage, "extract")
+    span = (extract.start, extract.end)
+    return sentence, grounding.citation(n, extract.text, sources[n - 1], span)
 
 
 def _citations(
