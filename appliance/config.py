@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     )
 
     ask_min_evidence: float = Field(
-        default=0.40,
+        default=0.38,
         ge=0.0,
         le=1.0,
         description="Ask abstains when the nearest chunk's cosine is below this; tune it per "

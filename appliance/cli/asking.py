@@ -154,12 +154,11 @@ def eval_ask(
         "latency_ms_p50",
     ):
         print(f"{key:24} {report[key]}")
-    if "answer_modes" in report:
-        modes = report["answer_modes"]
-        print(
-            f"{'answers':24} {modes['generated']} written, {modes['extractive']} quoted, "
-            f"{modes['abstained']} abstained"
-        )
+    modes = report["answer_modes"]
+    print(
+        f"{'answers':24} {modes['generated']} written, {modes['extractive']} quoted, "
+        f"{modes['abstained']} abstained"
+    )
     for row in report.get("curve", []):
         print(
             f"threshold {row['threshold']:.2f}: answered {row['answerable_answered_rate']}, "

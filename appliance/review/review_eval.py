@@ -103,6 +103,7 @@ class Asked:
     evidence: float
     abstained: bool
     hit: bool  # answered, citing a relevant document
+    mode: str  # generated, extractive or abstained
 
 
 def evaluate_ask(
@@ -118,7 +119,6 @@ def evaluate_ask(
     texts: dict[int, str] = {}
     valid = total = 0
     asked, latencies = [], []
-    modes: dict[str, int] = {"generated": 0, "extractive": 0, "abstained": 0}
     for question, relevant in load_jsonl(path, "question"):
         started = time.perf_counter()
         result = ask(services, tenant, question, options)
@@ -129,9 +129,10 @@ def evaluate_ask(
             total += 1
         cited = {c["source"] for c in result["citations"]}
         hit = not result["abstained"] and bool(cited & set(relevant))
-        asked.append(Asked(bool(relevant), result["evidence"], result["abstained"], hit))
-        if not curve:
-            modes[result["answer_mode"]] += 1
+        outcome = Asked(
+            bool(relevant), result["evidence"], result["abstained"], hit, result["answer_mode"]
+        )
+        asked.append(outcome)
     report: dict[str, Any] = {
         "questions": len(asked),
         "citation_validity": round(valid / total, 4) if total else None,
@@ -142,12 +143,10 @@ def evaluate_ask(
     }
     if curve:
         report["curve"] = [{"threshold": t, **outcomes(asked, t)} for t in CURVE_THRESHOLDS]
-    else:
-        report["answer_modes"] = modes
     return report
 
 
-def outcomes(asked: list[Asked], threshold: float) -> dict[str, float | None]:
+def outcomes(asked: list[Asked], threshold: float) -> dict[str, Any]:
     """The rates at ``threshold``: a question below it abstains before the model runs."""
 
     def rate(n: int, d: int) -> float | None:
@@ -163,4 +162,9 @@ def outcomes(asked: list[Asked], threshold: float) -> dict[str, float | None]:
         "answerable_hit_rate": rate(sum(a.hit for a in answered), len(answerable)),
         "abstention_precision": rate(len(right), len(abstains)),
         "abstention_recall": rate(len(right), len(unanswerable)),
+        "answer_modes": {
+            mode: sum(a.mode == mode and a.evidence >= threshold for a in asked)
+            for mode in ("generated", "extractive")
+        }
+        | {"abstained": len(abstains)},
     }

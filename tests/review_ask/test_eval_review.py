@@ -62,6 +62,11 @@ def test_eval_ask_abstains_on_questions_nothing_answers(
     report = json.loads(result.stdout)
     assert (report["abstention_recall"], report["abstention_precision"]) == (1.0, 1.0)
     assert report["citations"] == 0
+    assert report["answer_modes"] == {"generated": 0, "extractive": 0, "abstained": 2}
+    text = run_cli("eval", "ask", "--tenant", "acme", "--data", str(data), env=cli_env)
+    assert text.returncode == 0, text.stderr
+    assert "abstention_recall        1.0\n" in text.stdout
+    assert "answers                  0 written, 0 quoted, 2 abstained\n" in text.stdout
 
 
 def test_eval_ask_curve_runs_every_question_and_reports_each_threshold(
@@ -85,8 +90,8 @@ def test_eval_ask_curve_runs_every_question_and_reports_each_threshold(
     recall = [row["abstention_recall"] for row in curve]
     assert answered == sorted(answered, reverse=True) and recall == sorted(recall)
     # the sentence itself is in the corpus: answered and cited at the default threshold
-    assert (report["min_evidence"], report["answerable_hit_rate"]) == (0.4, 1.0)
-    at_default = next(row for row in curve if row["threshold"] == 0.4)
+    assert (report["min_evidence"], report["answerable_hit_rate"]) == (0.38, 1.0)
+    at_default = next(row for row in curve if row["threshold"] == 0.38)
     assert at_default["answerable_hit_rate"] == report["answerable_hit_rate"]
     assert report["citation_validity"] == 1.0
     plain = json.loads(run_cli(*run, env=cli_env).stdout)  # the setting's threshold, once each
