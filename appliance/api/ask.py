@@ -167,6 +167,7 @@ def _audit(record: AuditRecord, result: dict[str, Any]) -> None:
     record.payload.update(
         answer=result["answer"],
         abstained=result["abstained"],
+        answer_mode=result["answer_mode"],
         cached=result["cached"],
         retrieved_chunks=[r["chunk_id"] for r in result["retrieved"]],
         citations=[

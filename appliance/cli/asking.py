@@ -72,6 +72,7 @@ def ask(
         payload.update(
             answer=result["answer"],
             abstained=result["abstained"],
+            answer_mode=result["answer_mode"],
             cached=result["cached"],
             retrieved_chunks=[r["chunk_id"] for r in result["retrieved"]],
             citations=[

@@ -159,6 +159,12 @@ def test_extract_mode_quotes_the_best_source_sentence_without_the_model(
     [citation] = result["citations"]
     assert citation["quote"] == "The lease of the Lyon warehouse ends on 30 June 2027."
     assert_verified(result, settings)
+    entries = api.call("GET", "/v1/audit", "auditor").json()
+    [audited] = [e for e in entries if e["action"] == "review.ask"]
+    assert audited["payload"]["answer_mode"] == "extractive"
+    assert audited["payload"]["citations"] == [
+        {k: citation[k] for k in ("document_id", "source", "start", "end")}
+    ]
     generated = api.call("POST", "/v1/ask", "analyst", json={**body, "mode": "auto"}).json()
     assert generated["cached"] is False  # the mode is part of the cache key
 
