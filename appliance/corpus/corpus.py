@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.config import Settings
+from appliance.corpus.filters import DocumentFilter
 from appliance.corpus.store import CorpusStore, StoredVersion
 from appliance.corpus.vectors import VectorHit, VectorIndex
 from appliance.crypto import fsync_dir
@@ -134,15 +135,13 @@ class TenantCorpus:
         query: npt.NDArray[np.float32],
         k: int,
         groups: frozenset[str] | None,
-        documents: Sequence[int] | None = None,
+        filters: DocumentFilter | None = None,
     ) -> list[VectorHit]:
-        """Nearest live chunks the caller may see: the ACL filters inside the index search.
-
-        ``documents``, when given (already ACL-checked), keeps only their chunks.
-        """
+        """Nearest live chunks the caller may see: the ACL (and ``filters``) select inside
+        the index search."""
         self.refresh()
-        if documents is not None:
-            return self.vectors.search(query, k, allowed=self.store.live_chunk_ids_of(documents))
+        if filters is not None and not filters.empty:  # per request: not worth caching
+            return self.vectors.search(query, k, allowed=self.store.live_chunk_ids(groups, filters))
         return self.vectors.search(query, k, allowed=self._allowed_ids(groups))
 
     def _allowed_ids(self, groups: frozenset[str] | None) -> npt.NDArray[np.int64] | None:

@@ -109,19 +109,14 @@ def rank(
     """
     query = check_query(query, k)
     depth = max(candidates, k)
-    documents = None
-    if filters is not None and not filters.empty:
-        documents = corpus.store.filtered_documents(filters, groups)
-        if not documents:
-            return Ranking([], 0.0)
     lexical: list[tuple[int, float]] = []
     semantic: list[tuple[int, float]] = []
     if mode in ("hybrid", "bm25"):
         corpus.refresh()
-        lexical = corpus.store.bm25(query, depth, groups, documents)
+        lexical = corpus.store.bm25(query, depth, groups, filters)
     if mode in ("hybrid", "vector"):
         vector = corpus.embedder.embed([query])[0]
-        found = corpus.vector_search(vector, depth, groups, documents)
+        found = corpus.vector_search(vector, depth, groups, filters)
         semantic = [(h.chunk_id, h.score) for h in found]
     fused: dict[int, float] = {}
     for weight, ranking in zip(weights, (lexical, semantic), strict=True):

@@ -327,9 +327,12 @@ class CorpusStore(EncryptedDatabase):
 
     # --- reading -----------------------------------------------------------------------------
 
-    def live_chunk_ids(self, groups: frozenset[str] | None = None) -> npt.NDArray[np.int64]:
-        """Ids of live chunks, only of documents a caller with ``groups`` may see."""
-        where, params = _acl_clause("c.document_id", groups)
+    def live_chunk_ids(
+        self, groups: frozenset[str] | None = None, filters: DocumentFilter | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Ids of live chunks, only of documents a caller with ``groups`` may see (and that
+        match ``filters``)."""
+        where, params = _scope_clause("c.document_id", groups, filters)
         rows = self._query(f"SELECT c.id FROM chunks c WHERE c.live = 1 AND {where}", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
@@ -349,46 +352,16 @@ class CorpusStore(EncryptedDatabase):
         query: str,
         k: int,
         groups: frozenset[str] | None,
-        documents: Sequence[int] | None = None,
+        filters: DocumentFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k live chunks by BM25, ACL-filtered inside the query (before the limit).
-
-        ``documents``, when given, keeps only chunks of those documents (a search filter).
-        """
+        """Top-k live chunks by BM25, ACL- (and filter-) limited inside the query, before the
+        limit."""
         match = fts_query(query)
-        if match is None or (documents is not None and not documents):
+        if match is None:
             return []
-        where, acl_params = _acl_clause("chunks_fts.document_id", groups)
-        params: list[Any] = [match, *acl_params]
-        if documents is not None:
-            where += f" AND chunks_fts.document_id IN ({','.join('?' * len(documents))})"
-            params += [int(d) for d in documents]
-        rows = self._query(bm25_sql(where), [*params, k])
+        where, params = _scope_clause("chunks_fts.document_id", groups, filters)
+        rows = self._query(bm25_sql(where), [match, *params, k])
         return [(int(r[0]), float(r[1])) for r in rows]
-
-    def filtered_documents(
-        self, document_filter: DocumentFilter, groups: frozenset[str] | None
-    ) -> list[int]:
-        """Ids of live documents that match ``document_filter`` and the caller may see."""
-        acl, acl_params = _acl_clause("d.id", groups)
-        where, params = document_filter.sql()
-        rows = self._query(
-            "SELECT d.id FROM documents d JOIN versions v ON v.id = d.current_version "
-            f"WHERE d.deleted_at IS NULL AND {acl} AND {where} ORDER BY d.id",
-            [*acl_params, *params],
-        )
-        return [int(r[0]) for r in rows]
-
-    def live_chunk_ids_of(self, documents: Sequence[int]) -> npt.NDArray[np.int64]:
-        """Ids of the live chunks of ``documents``."""
-        if not documents:
-            return np.zeros(0, dtype=np.int64)
-        marks = ",".join("?" * len(documents))
-        rows = self._query(
-            f"SELECT id FROM chunks WHERE live = 1 AND document_id IN ({marks})",
-            [int(d) for d in documents],
-        )
-        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         ids = [int(i) for i in ids]  # numpy integers would be bound as blobs
@@ -463,6 +436,22 @@ class CorpusStore(EncryptedDatabase):
 
     def has_acls(self) -> bool:
         return bool(self._query("SELECT EXISTS (SELECT 1 FROM document_groups)")[0][0])
+
+
+def _scope_clause(
+    doc_column: str, groups: frozenset[str] | None, filters: DocumentFilter | None
+) -> tuple[str, list[Any]]:
+    """The ACL clause, and the filter's as a subquery: a filter matching 100k documents
+    binds a handful of values, not 100k ids."""
+    where, params = _acl_clause(doc_column, groups)
+    if filters is None or filters.empty:
+        return where, list(params)
+    condition, values = filters.sql()
+    return (
+        f"{where} AND {doc_column} IN (SELECT d.id FROM documents d JOIN versions v "
+        f"ON v.id = d.current_version WHERE d.deleted_at IS NULL AND {condition})",
+        [*params, *values],
+    )
 
 
 def _acl_clause(doc_column: str, groups: frozenset[str] | None) -> tuple[str, list[str]]:
