@@ -22,6 +22,8 @@ from pydantic_settings import (
 from appliance.errors import ConfigurationError
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+# ask abstains below this nearest-chunk cosine; tuned on the end-to-end curve (docs/review.md)
+ASK_MIN_EVIDENCE = 0.38
 """The bundle: the folder that holds ``appliance/``, ``models/``, ``index/``..."""
 
 
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     )
 
     ask_min_evidence: float = Field(
-        default=0.38,
+        default=ASK_MIN_EVIDENCE,
         ge=0.0,
         le=1.0,
         description="Ask abstains when the nearest chunk's cosine is below this; tune it per "

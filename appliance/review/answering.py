@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from appliance.config import ASK_MIN_EVIDENCE
 from appliance.corpus.filters import DocumentFilter
 from appliance.corpus.search import SearchHit, rank
 from appliance.errors import InvalidInput
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 MAX_QUESTION_CHARS = 2000
 DEFAULT_K = 6
-MIN_EVIDENCE = 0.38  # nearest chunk's cosine below this: abstain (tuned: docs/review.md)
 ANSWER_TOKENS = 256
 AnswerMode = Literal["auto", "generate", "extract"]
 
@@ -58,7 +58,7 @@ class AskOptions:
     groups: frozenset[str] | None = None
     filters: DocumentFilter | None = None
     mode: AnswerMode = "auto"
-    min_evidence: float = MIN_EVIDENCE
+    min_evidence: float = ASK_MIN_EVIDENCE
 
     def material(self) -> list[Any]:
         return [
@@ -78,7 +78,7 @@ class Retrieval:
     hits: list[SearchHit]
     evidence: float
     retrieve_ms: float
-    min_evidence: float = MIN_EVIDENCE
+    min_evidence: float = ASK_MIN_EVIDENCE
 
     @property
     def weak(self) -> bool:
