@@ -29,7 +29,6 @@ from appliance.apikeys import Principal
 from appliance.inference.chat import ChatModel, GenerationParams, Message
 from appliance.review import answering
 from appliance.review import extract as extraction
-from appliance.review.answer_cache import answer_cache
 
 router = APIRouter(prefix="/v1", tags=["review"])
 Asker = Annotated[Principal, Depends(require("analyst", "reviewer"))]
@@ -82,7 +81,6 @@ async def ask(
     """Answer from the documents the caller may see, or say that they do not answer it."""
     record.resource = "ask"
     record.payload["question"] = body.question
-    question = answering.check_question(body.question)
     options = answering.AskOptions(
         k=body.k,
         groups=principal.acl_groups,
@@ -92,34 +90,24 @@ async def ask(
     )
     if options.filters is not None:
         record.payload["filters"] = options.filters.canonical()
-    tenant = tenant_of(principal)
-    corpus = await run_in_threadpool(services.corpus, tenant)
-    chat = await run_in_threadpool(services.chat)
-    models = await run_in_threadpool(answering.model_versions, services)
-    record.models.update(models)
-    cache = answer_cache(services, tenant)
-    key = cache.key(question, options.material(), corpus.store.corpus_version, models)
-    cached = cache.get(key)
-    if cached is not None:
-        _audit(record, cached)
-        return _as_events(cached) if body.stream else cached
-    retrieval = await run_in_threadpool(answering.retrieve, corpus, question, options)
-    if retrieval.weak or body.mode == "extract":  # no need to wait for the model
-        timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": 0.0}
-        result = answering.answer(retrieval, [], "", timings, models, body.mode)
-        cache.put(key, corpus.store.corpus_version, result)
+    draft = await run_in_threadpool(
+        answering.prepare, services, tenant_of(principal), body.question, options
+    )
+    record.models.update(draft.models)
+    if draft.cached is not None or not draft.needs_model:  # no need to wait for the model
+        result = draft.cached
+        if result is None:
+            result = await run_in_threadpool(draft.finish, "", 0.0)
         _audit(record, result)
         return _as_events(result) if body.stream else result
-    messages, sources = answering.prompt(chat, retrieval)
     gate = llm_gate(request)
 
     def finish(generated: str, generate_ms: float) -> dict[str, Any]:
-        timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
-        result = answering.answer(retrieval, sources, generated, timings, models, body.mode)
-        cache.put(key, corpus.store.corpus_version, result)
+        result = draft.finish(generated, generate_ms)
         _audit(record, result)
         return result
 
+    chat, messages = draft.chat, draft.messages
     if body.stream:
         await gate.enter()
         return GatedStream(_events(chat, messages, gate.request_timeout_s, finish), gate)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from appliance.config import ASK_MIN_EVIDENCE
@@ -23,7 +23,7 @@ from appliance.corpus.search import SearchHit, rank
 from appliance.errors import InvalidInput
 from appliance.inference.chat import GenerationParams, Message
 from appliance.review import grounding
-from appliance.review.answer_cache import answer_cache
+from appliance.review.answer_cache import AnswerCache, answer_cache
 
 if TYPE_CHECKING:
     from appliance.corpus.corpus import TenantCorpus
@@ -230,6 +230,56 @@ def _sentence_json(s: grounding.Sentence) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Draft:
+    """A question on its way to an answer: the cached answer, or what is left to do.
+
+    Built by :func:`prepare`, the same for the CLI, the evaluation and the API; whoever
+    holds it runs the model on ``messages`` (when ``needs_model``), in its own way, then
+    calls :meth:`finish`, which verifies, builds the answer and caches it.
+    """
+
+    cached: dict[str, Any] | None
+    models: dict[str, str]
+    chat: ChatModel
+    retrieval: Retrieval | None = None
+    messages: list[Message] = field(default_factory=list)
+    sources: list[SearchHit] = field(default_factory=list)
+    mode: AnswerMode = "auto"
+    _store: tuple[AnswerCache, str, int] | None = None  # cache, key, corpus version
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.messages)
+
+    def finish(self, generated: str, generate_ms: float) -> dict[str, Any]:
+        assert self.retrieval is not None and self._store is not None, "a cached draft"
+        timings = {"retrieve_ms": self.retrieval.retrieve_ms, "generate_ms": generate_ms}
+        result = answer(self.retrieval, self.sources, generated, timings, self.models, self.mode)
+        cache, key, version = self._store
+        cache.put(key, version, result)
+        return result
+
+
+def prepare(services: Services, tenant: str, question: str, options: AskOptions) -> Draft:
+    """Check the question, answer from the cache, or retrieve and lay out the prompt."""
+    question = check_question(question)
+    corpus = services.corpus(tenant)
+    chat = services.chat()
+    models = model_versions(services)
+    cache = answer_cache(services, tenant)
+    version = corpus.store.corpus_version
+    key = cache.key(question, options.material(), version, models)
+    cached = cache.get(key)
+    if cached is not None:
+        return Draft(cached, models, chat)
+    retrieval = retrieve(corpus, question, options)
+    draft = Draft(None, models, chat, retrieval, mode=options.mode, _store=(cache, key, version))
+    if not retrieval.weak and options.mode != "extract":
+        draft.messages, draft.sources = prompt(chat, retrieval)
+    return draft
+
+
 def ask(
     services: Services, tenant: str, question: str, options: AskOptions | None = None
 ) -> dict[str, Any]:
@@ -238,24 +288,13 @@ def ask(
     Without ``options``, the defaults and the ``ask_min_evidence`` setting.
     """
     options = options or AskOptions(min_evidence=services.settings.ask_min_evidence)
-    question = check_question(question)
-    corpus = services.corpus(tenant)
-    chat = services.chat()
-    models = model_versions(services)
-    cache = answer_cache(services, tenant)
-    key = cache.key(question, options.material(), corpus.store.corpus_version, models)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    retrieval = retrieve(corpus, question, options)
-    sources: list[SearchHit] = []
+    draft = prepare(services, tenant, question, options)
+    if draft.cached is not None:
+        return draft.cached
     generated, generate_ms = "", 0.0
-    if not retrieval.weak and options.mode != "extract":
-        messages, sources = prompt(chat, retrieval)
+    if draft.needs_model:
         started = time.perf_counter()
-        generated = chat.complete(messages, GenerationParams(max_tokens=ANSWER_TOKENS)).text
+        params = GenerationParams(max_tokens=ANSWER_TOKENS)
+        generated = draft.chat.complete(draft.messages, params).text
         generate_ms = round((time.perf_counter() - started) * 1000, 1)
-    timings = {"retrieve_ms": retrieval.retrieve_ms, "generate_ms": generate_ms}
-    result = answer(retrieval, sources, generated, timings, models, options.mode)
-    cache.put(key, corpus.store.corpus_version, result)
-    return result
+    return draft.finish(generated, generate_ms)
