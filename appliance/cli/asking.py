@@ -58,7 +58,8 @@ def ask(
             updated_after=after,
             updated_before=before,
         )
-        payload["filters"] = filters.canonical()
+        if not filters.empty:
+            payload["filters"] = filters.canonical()
         if mode not in ("auto", "generate", "extract"):
             raise InvalidInput(f"--mode: auto, generate or extract, not {mode!r}")
         options = AskOptions(

@@ -14,7 +14,7 @@ import bisect
 import re
 from typing import Literal
 
-from appliance.review.grounding import content_words, coverage
+from appliance.review.grounding import content_words, coverage, trimmed
 
 TOPIC_SUPPORT = 0.6
 Match = Literal["exact", "normalised", "number", "topic"]
@@ -108,9 +108,5 @@ def topic_span(text: str, topic: str) -> tuple[int, int, Match] | None:
             best, span = score, m.span()
     if span is None or best < TOPIC_SUPPORT:
         return None
-    start, end = span
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
+    start, end = trimmed(text, *span)
     return start, end, "topic"

@@ -187,7 +187,7 @@ def best_span(sentence: str, hit: SearchHit) -> tuple[int, int]:
         score = coverage(sentence, m.group())
         if score > best:
             best, span = score, m.span()
-    return _trimmed(hit.text, *span)
+    return trimmed(hit.text, *span)
 
 
 def verify(answer: str, sources: Sequence[SearchHit]) -> list[Sentence]:
@@ -252,7 +252,7 @@ def extractive(question: str, sources: Sequence[SearchHit]) -> Extract | None:
     best: Extract | None = None
     for number, hit in enumerate(sources, start=1):
         for m in _SENTENCE.finditer(hit.text):
-            start, end = _trimmed(hit.text, *m.span())
+            start, end = trimmed(hit.text, *m.span())
             text = hit.text[start:end]
             if len(content_words(text)) < 3:
                 continue
@@ -262,7 +262,8 @@ def extractive(question: str, sources: Sequence[SearchHit]) -> Extract | None:
     return best if best is not None and best.coverage >= EXTRACT_THRESHOLD else None
 
 
-def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+def trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """``start, end`` moved inward past whitespace at either end."""
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
