@@ -103,7 +103,7 @@ def taxonomy_show(name: str, tenant: TenantOpt, as_json: JsonOpt = False) -> Non
         mark = "*" if v["active"] else " "
         print(
             f" {mark}v{v['version']}\t{v['created_at']}\t{v['examples']} examples"
-            f"\tECE {v['ece']:.3f}"
+            f"\tECE {v['ece']:.3f}\t{' + '.join(v['views'])}"
         )
 
 
@@ -151,10 +151,17 @@ def taxonomy_train(
     svc.close()
     print(
         f"taxonomy {name}: version {version['version']} trained on {version['examples']} "
-        f"examples (out-of-fold ECE {version['ece']:.3f}); it is now active"
+        f"examples ({' + '.join(version['views'])}; out-of-fold ECE {version['ece']:.3f}); "
+        "it is now active"
     )
     if left_out["examples"]:
         print(f"note: {left_out['reason']}")
+    if version["words_missing"]:
+        print(
+            f"note: {version['words_missing']} examples were stored before examples kept "
+            "their word counts, so this version reads embeddings only; add them again from "
+            "their sources (--examples DIR) to train the word view too"
+        )
 
 
 @taxonomy_app.command("rollback")

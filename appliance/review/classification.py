@@ -9,7 +9,8 @@ training example for the next classifier version. Results are idempotent per (do
 version, classifier version).
 
 A document is represented by the normalised mean of its chunks' stored embeddings (no
-re-embedding); a text sent for classification is chunked and embedded the same way.
+re-embedding; a text sent for classification is chunked and embedded the same way) and by
+its hashed word counts, the two views of the learned tier.
 Examples are kept per embedding model: after a reindex to another model, training and the
 nearest-example signal use only the examples the new model made.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -69,6 +71,11 @@ class Subject:
     chunk_vectors: Vectors
     text: str
     document_id: int | None = None
+
+    @cached_property
+    def terms(self) -> learner.Terms:
+        """The hashed word counts of the text (the classifier's word view)."""
+        return learner.terms(self.text)
 
 
 Verdict = tuple[dict[str, float], str, bool]  # label probabilities, tier, calibrated
@@ -136,21 +143,32 @@ class Classification:
     # --- taxonomies and training ----------------------------------------------------------
 
     def add_examples(self, taxonomy: str, items: list[tuple[str, str, str]]) -> int:
-        """Add ``(label, text, source)`` examples; the texts are embedded, not stored."""
+        """Add ``(label, text, source)`` examples; the texts are embedded and their words
+        counted (hashed), not stored."""
         tax = self.store.taxonomy(taxonomy)
         for label, _, _ in items:
             tax.check_label(label)
-        rows = [(label, self.text(text).vector, "train", source) for label, text, source in items]
+        rows = []
+        for label, text, source in items:
+            subject = self.text(text)
+            rows.append((label, subject.vector, "train", source, subject.terms))
         return self.store.add_examples(taxonomy, rows, self.embedder_ref)
 
     def train(self, taxonomy: str, by: str) -> dict[str, Any]:
         """Fit a calibrated classifier on the examples of the embedding model in use and make
-        it the active version; ``left_out`` says how many examples other models made."""
+        it the active version; ``left_out`` says how many examples other models made.
+
+        The word view is trained too when every example has its word counts; examples
+        stored before they were kept have none, and then the version reads embeddings only
+        (``views`` and ``words_missing`` say so)."""
         tax = self.store.taxonomy(taxonomy)
-        vectors, labels, _ = self.store.examples(taxonomy, self.embedder_ref)
+        ex = self.store.examples(taxonomy, self.embedder_ref)
+        labels = ex.labels
         left_out = self._left_out(taxonomy)
+        missing = sum(t is None for t in ex.terms)
+        words = None if missing else [t for t in ex.terms if t is not None]
         try:
-            model = learner.train(vectors, labels)
+            model = learner.train(ex.vectors, labels, words=words)
         except InvalidInput as exc:
             if not left_out["examples"]:
                 raise
@@ -162,7 +180,7 @@ class Classification:
         params = {**model.to_json(), "counts": counts, "embedding_model": self.embedder_ref}
         number = self.store.add_version(taxonomy, params, by)
         version = next(v for v in self.store.versions(taxonomy) if v["version"] == number)
-        return {**version, "left_out": left_out}
+        return {**version, "left_out": left_out, "words_missing": missing}
 
     def _left_out(self, taxonomy: str) -> dict[str, Any]:
         """The examples another embedding model made: their count per model, and why."""
@@ -197,7 +215,9 @@ class Classification:
         if known is not None:
             return known
         result = self._decide(tax, model, classifier, subject)
-        result["id"] = self.store.save_result(taxonomy, subject.key, result, subject.vector)
+        result["id"] = self.store.save_result(
+            taxonomy, subject.key, result, subject.vector, subject.terms
+        )
         return result
 
     def _model(self, tax: Taxonomy) -> tuple[learner.LinearClassifier | None, str]:
@@ -246,9 +266,12 @@ class Classification:
     def _model_verdict(
         self, model: learner.LinearClassifier, subject: Subject, signals: dict[str, Any]
     ) -> Verdict:
-        p = model.probabilities(subject.vector[None, :])[0]
+        p = model.probabilities(subject.vector[None, :], [subject.terms])[0]
         probabilities = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
         label = max(probabilities, key=probabilities.__getitem__)
+        at = model.classes.index(label)
+        views = model.view_probabilities(subject.vector[None, :], [subject.terms])
+        signals["views"] = {view: round(float(q[0, at]), 6) for view, q in views.items()}
         signals["chunks"] = self._weighing_chunks(model, subject, label)
         return probabilities, "model", True
 
@@ -259,7 +282,7 @@ class Classification:
         return {n: float(v) for n, v in zip(names, p, strict=True)}, "zero-shot", False
 
     def _nearest(self, taxonomy: str, vector: Vectors, k: int = 3) -> list[dict[str, Any]]:
-        vectors, labels, _ = self.store.examples(taxonomy, self.embedder_ref)
+        vectors, labels, _, _ = self.store.examples(taxonomy, self.embedder_ref)
         if not labels or vectors.shape[1] != vector.shape[0]:
             return []  # no example in this model's space to compare with
         sims = vectors @ vector
@@ -272,7 +295,7 @@ class Classification:
     ) -> list[dict[str, Any]]:
         if len(subject.chunk_vectors) < 2:
             return []
-        p = model.probabilities(subject.chunk_vectors)[:, model.classes.index(label)]
+        p = model.embedding_probabilities(subject.chunk_vectors)[:, model.classes.index(label)]
         order = np.argsort(-p)[:k]
         ids = subject.chunk_ids or list(range(len(p)))
         key = "chunk_id" if subject.chunk_ids else "chunk"

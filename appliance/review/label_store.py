@@ -1,6 +1,7 @@
 """The classification database of one tenant (SQLCipher, under the tenant's data key).
 
-Taxonomies, labelled examples (as embeddings: no document text is kept here), classifier
+Taxonomies, labelled examples (as embeddings and hashed word counts: no document text is
+kept here), classifier
 versions (plain parameters as JSON, never pickles), classification results, the review
 queue and batch jobs (:mod:`appliance.review.batch_jobs`). One connection, one lock,
 explicit transactions.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,7 @@ from appliance.encrypted_db import EncryptedDatabase
 from appliance.errors import Conflict, NotFound
 from appliance.review.batch_jobs import BatchJobs
 from appliance.review.labelling import Taxonomy
+from appliance.review.learner import Terms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS taxonomies (
@@ -71,7 +73,13 @@ ALTER TABLE review_items ADD COLUMN quality_sample INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN runner TEXT;
 ALTER TABLE jobs ADD COLUMN error TEXT
 """
-MIGRATIONS = (_SCHEMA, _EXAMPLE_MODELS)  # in order; never edit one a database has run
+# Examples and results keep the hashed word 1-2 gram counts of their text (the word view of
+# the classifier); rows from before have none.
+_WORD_COUNTS = """
+ALTER TABLE examples ADD COLUMN terms BLOB;
+ALTER TABLE results ADD COLUMN terms BLOB
+"""
+MIGRATIONS = (_SCHEMA, _EXAMPLE_MODELS, _WORD_COUNTS)  # in order; never edit one that ran
 _ITEM_COLUMNS = (
     "r.id, r.result_id, r.taxonomy, r.confidence, r.status, r.decision, r.label, r.note, "
     "r.reviewer, r.decided_at, r.created_at, r.quality_sample, s.result"
@@ -80,6 +88,15 @@ _ITEM_COLUMNS = (
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Examples(NamedTuple):
+    """A taxonomy's examples of one embedding model, oldest first."""
+
+    vectors: npt.NDArray[np.float32]
+    labels: list[str]
+    origins: list[str]
+    terms: list[Terms | None]  # None: stored before examples kept their word counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,35 +156,40 @@ class LabelStore(EncryptedDatabase):
     def add_examples(
         self,
         taxonomy: str,
-        items: Sequence[tuple[str, npt.NDArray[np.float32], str, str]],
+        items: Sequence[tuple[str, npt.NDArray[np.float32], str, str, Terms]],
         embedding_model: str,
     ) -> int:
-        """Add ``(label, vector, origin, source)`` examples, all made by ``embedding_model``."""
+        """Add ``(label, vector, origin, source, terms)`` examples, all made by
+        ``embedding_model``."""
         stamp = now()
+        rows = [
+            (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp, embedding_model, t)
+            for lab, v, o, s, t in items
+        ]
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at, "
-                "embedding_model) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp, embedding_model)
-                    for lab, v, o, s in items
-                ],
+                "embedding_model, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:-1], row[-1].to_bytes()) for row in rows],
             )
         return len(items)
 
-    def examples(
-        self, taxonomy: str, embedding_model: str
-    ) -> tuple[npt.NDArray[np.float32], list[str], list[str]]:
-        """(vectors, labels, origins) of the examples ``embedding_model`` made, oldest first."""
+    def examples(self, taxonomy: str, embedding_model: str) -> Examples:
+        """The examples ``embedding_model`` made, oldest first."""
         rows = self._query(
-            "SELECT vector, label, origin FROM examples WHERE taxonomy = ? AND embedding_model = ? "
-            "ORDER BY id",
+            "SELECT vector, label, origin, terms FROM examples "
+            "WHERE taxonomy = ? AND embedding_model = ? ORDER BY id",
             (taxonomy, embedding_model),
         )
         if not rows:
-            return np.zeros((0, 0), dtype=np.float32), [], []
+            return Examples(np.zeros((0, 0), dtype=np.float32), [], [], [])
         vectors = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
-        return vectors, [r[1] for r in rows], [r[2] for r in rows]
+        return Examples(
+            vectors,
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [Terms.from_bytes(r[3]) if r[3] is not None else None for r in rows],
+        )
 
     def example_models(self, taxonomy: str) -> dict[str | None, int]:
         """How many examples each embedding model made (None: unknown, stored before)."""
@@ -225,6 +247,7 @@ class LabelStore(EncryptedDatabase):
                     "ece": p["ece"],
                     "labels": p["classes"],
                     "temperature": p["temperature"],
+                    "views": p.get("views", ["embedding"]),
                     "embedding_model": p.get("embedding_model"),
                 }
             )
@@ -260,20 +283,26 @@ class LabelStore(EncryptedDatabase):
         return {**json.loads(rows[0][1]), "id": rows[0][0]} if rows else None
 
     def save_result(
-        self, taxonomy: str, subject: str, result: dict[str, Any], vector: npt.NDArray[np.float32]
+        self,
+        taxonomy: str,
+        subject: str,
+        result: dict[str, Any],
+        vector: npt.NDArray[np.float32],
+        terms: Terms,
     ) -> int:
         """Store a result (and its review item when a person must see it); returns its id.
 
         A person sees the ``review`` and ``human`` routes, and the ``auto`` results drawn as
-        quality samples. The document's pooled vector is kept with it, so a reviewer's
-        correction can become a training example without keeping the document's text here.
+        quality samples. The document's pooled vector and word counts are kept with it, so a
+        reviewer's correction can become a training example without keeping the document's
+        text here.
         """
         stamp = now()
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO results (taxonomy, subject, classifier, label, confidence, tier, "
-                "route, calibrated, result, vector, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "route, calibrated, result, vector, created_at, terms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     taxonomy,
                     subject,
@@ -286,6 +315,7 @@ class LabelStore(EncryptedDatabase):
                     json.dumps(result),
                     vector.astype(np.float32).tobytes(),
                     stamp,
+                    terms.to_bytes(),
                 ),
             )
             result_id = int(cur.lastrowid)
@@ -337,8 +367,8 @@ class LabelStore(EncryptedDatabase):
                 raise Conflict(f"review item {item_id} was already decided")
             conn.execute(
                 "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at, "
-                "embedding_model) SELECT r.taxonomy, ?, s.vector, ?, s.subject, ?, "
-                "json_extract(s.result, '$.embedding_model') FROM review_items r "
+                "embedding_model, terms) SELECT r.taxonomy, ?, s.vector, ?, s.subject, ?, "
+                "json_extract(s.result, '$.embedding_model'), s.terms FROM review_items r "
                 "JOIN results s ON s.id = r.result_id WHERE r.id = ?",
                 (label, f"review-{decision}", now(), item_id),
             )

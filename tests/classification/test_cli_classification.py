@@ -47,7 +47,7 @@ def test_taxonomy_train_classify_review(
     out = ok(
         "taxonomy", "train", "films", "--tenant", "acme", "--examples", str(train), env=cli_env
     )
-    assert out.startswith("taxonomy films: version 1 trained on 30 examples")
+    assert out.startswith("taxonomy films: version 1 trained on 30 examples (embedding + words;")
     results = json.loads(
         ok("classify", "--taxonomy", "films", "--tenant", "acme", "--all", "--json", env=cli_env)
     )

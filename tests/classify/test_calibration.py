@@ -1,7 +1,12 @@
 """The learned tier's numbers, on synthetic data whose right answers are known: calibrated
-probabilities, the temperature, the ECE, and a version that survives its JSON form."""
+probabilities, the temperatures, the ECE, the word view, and a version that survives its
+JSON form."""
 
 from __future__ import annotations
+
+import base64
+import json
+import random
 
 import numpy as np
 import numpy.typing as npt
@@ -103,3 +108,88 @@ def test_pooling_is_the_normalised_mean_of_the_chunks() -> None:
     np.testing.assert_allclose(learner.pool(chunks), [2**-0.5, 2**-0.5], rtol=1e-6)
     one = np.array([[0.6, 0.8]], dtype=np.float32)
     np.testing.assert_allclose(learner.pool(one), one[0], rtol=1e-6)
+
+
+FILLER = ["the", "of", "report", "page", "note", "item", "list", "section", "record"]
+FILLER += ["year", "office", "staff", "review"]
+
+
+def coded_texts(n_per_class: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Texts whose label only a code word tells (``ref alpha`` vs ``ref omega``), in filler."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for label in ("alpha", "omega"):
+        for _ in range(n_per_class):
+            words = rng.choices(FILLER, k=12)
+            words.insert(rng.randrange(12), f"ref {label}")
+            texts.append(" ".join(words))
+            labels.append(label)
+    return texts, labels
+
+
+def test_the_word_view_learns_what_the_embedding_misses() -> None:
+    texts, labels = coded_texts(40)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(len(texts), 16)).astype(np.float32)  # embeddings that say nothing
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    train, test = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    words = [learner.terms(t) for t in texts]
+    both = learner.train(x[train], [labels[i] for i in train], words=[words[i] for i in train])
+    alone = learner.train(x[train], [labels[i] for i in train])
+    y = np.array([both.classes.index(labels[i]) for i in test])
+    p_both = both.probabilities(x[test], [words[i] for i in test])
+    p_alone = alone.probabilities(x[test])
+    assert both.views == ["embedding", "words"] and alone.views == ["embedding"]
+    assert (p_both.argmax(axis=1) == y).mean() >= 0.9
+    assert (p_alone.argmax(axis=1) == y).mean() < 0.75
+    # the fit trusts the view that predicted unseen examples: the words, not the noise
+    assert both.words is not None and both.words.temperature < both.temperature
+
+
+def test_a_two_view_version_survives_its_json_and_holds_no_word() -> None:
+    texts, labels = coded_texts(15, seed=1)
+    x, _ = blobs(15, 2, spread=1.2)
+    words = [learner.terms(t) for t in texts]
+    model = learner.train(x, labels, words=words)
+    stored = json.dumps(model.to_json())
+    again = learner.LinearClassifier.from_json(json.loads(stored))
+    np.testing.assert_array_equal(again.probabilities(x, words), model.probabilities(x, words))
+    assert again.views == ["embedding", "words"]
+    # no word is kept: the strings are the labels and view names; the word view is numbers
+    raw = json.loads(stored)
+    packed = {k: raw["words"].pop(k) for k in ("columns", "idf", "coef")}
+    assert set(strings(raw)) == {"alpha", "omega", "embedding", "words"}
+    assert len(base64.b64decode(packed["columns"])) == 4 * len(model.words.columns)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="reads the words too"):
+        model.probabilities(x)
+
+
+def strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return []
+
+
+def test_terms_are_hashed_counts_that_survive_their_bytes() -> None:
+    t = learner.terms("Rent is due. Rent is due monthly!")
+    assert t.counts.sum() == 7 + 6  # 7 words of 2+ characters, 6 word pairs
+    assert len(t.ids) == 4 + 4  # rent, is, due, monthly; rent is, is due, due rent, due monthly
+    assert sorted(t.ids.tolist()) == t.ids.tolist()
+    assert int(t.ids.max()) < learner.HASHED_FEATURES
+    again = learner.Terms.from_bytes(t.to_bytes())
+    assert again.ids.tolist() == t.ids.tolist() and again.counts.tolist() == t.counts.tolist()
+
+
+def test_a_version_keeps_the_most_frequent_words_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(learner, "MAX_WORD_COLUMNS", 3)
+    counts = learner.terms_matrix([learner.terms(t) for t in ["aa bb", "aa cc", "aa bb dd ee"]])
+    columns, idf = learner.WordView.fit_columns(counts)
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    assert len(columns) == 3 and sorted(columns.tolist()) == columns.tolist()
+    assert df[learner.terms("aa").ids[0]] == 3 and learner.terms("aa").ids[0] in columns
+    assert learner.terms("bb").ids[0] in columns  # in two texts: kept before the singletons
+    np.testing.assert_allclose(idf, np.log(4 / (1 + df[columns])) + 1.0)

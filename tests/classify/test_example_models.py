@@ -110,3 +110,34 @@ def test_a_reviewers_correction_is_an_example_of_the_results_model(services: Ser
     new.decide(item.id, "correct", right, None, "reviewer")
     assert new.store.example_models("contracts") == {NEW: 5}
     assert new.store.examples("contracts", OLD)[1] == []
+
+
+def test_a_reviewers_correction_keeps_the_documents_word_counts(services: Services) -> None:
+    new = classification(services, 32, NEW)
+    new.add_examples("contracts", examples(2))
+    new.train("contracts", "admin")
+    subject = new.text("A memo about the car park.")
+    new.classify("contracts", subject)
+    item = new.store.review_items("contracts")[0]
+    new.decide(item.id, "correct", "lease", None, "reviewer")
+    corrected = new.store.examples("contracts", NEW).terms[-1]
+    assert corrected is not None
+    assert corrected.ids.tolist() == subject.terms.ids.tolist()
+    assert corrected.counts.tolist() == subject.terms.counts.tolist()
+
+
+def test_examples_without_word_counts_train_the_embedding_view_only(services: Services) -> None:
+    new = classification(services, 32, NEW)
+    new.add_examples("contracts", examples(3))
+    assert new.train("contracts", "admin")["views"] == ["embedding", "words"]
+    with new.store.transaction() as conn:  # as examples stored before word counts were kept
+        conn.execute("UPDATE examples SET terms = NULL WHERE source LIKE 'lease-%'")
+    version = new.train("contracts", "admin")
+    assert (version["version"], version["views"], version["words_missing"]) == (
+        2,
+        ["embedding"],
+        3,
+    )
+    result = new.classify("contracts", new.text(NDA.format("z")))
+    assert (result["tier"], result["classifier"], result["label"]) == ("model", "v2", "nda")
+    assert list(result["signals"]["views"]) == ["embedding"]

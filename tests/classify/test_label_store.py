@@ -54,8 +54,9 @@ def test_the_migration_names_each_examples_embedding_model(tmp_path: Path) -> No
     # the latest version's model for a trained taxonomy; unknown (None) for the other
     assert store.example_models("trained") == {"bge@2": 4}
     assert store.example_models("untrained") == {None: 4}
-    vectors, labels, _ = store.examples("trained", "bge@2")
-    assert vectors.shape == (4, 4) and labels == ["a", "a", "b", "b"]
+    ex = store.examples("trained", "bge@2")
+    assert ex.vectors.shape == (4, 4) and ex.labels == ["a", "a", "b", "b"]
+    assert ex.terms == [None] * 4  # stored before examples kept their word counts
     assert store.examples("trained", "minilm@1")[1] == []
     assert store.examples("untrained", "bge@2")[1] == []
     # a job from before jobs recorded their process: no process can still be running it

@@ -103,10 +103,11 @@ def test_a_correction_flips_the_next_version_on_a_near_duplicate(
         "taxonomy": "films",
     }
     v2 = api.call("POST", "/v1/taxonomies/films/train", "admin").json()
-    assert (v2["version"], v2["examples"]) == (2, 25)
+    assert (v2["version"], v2["examples"], v2["views"]) == (2, 25, ["embedding", "words"])
 
     twin = classify_text(api, STRAY_TWIN)
     assert (twin["classifier"], twin["label"]) == ("v2", right)
+    assert set(twin["signals"]["views"]) == {"embedding", "words"}  # type: ignore[arg-type]
     assert twin["signals"]["nearest_examples"][0]["label"] == right  # type: ignore[index]
     assert twin["signals"]["nearest_examples"][0]["similarity"] > 0.9  # type: ignore[index]
     assert audit_rows(settings, "review.decide") == [(f"review:{item['id']}", "ok")]
