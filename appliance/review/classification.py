@@ -162,7 +162,7 @@ class Classification:
         stored before they were kept have none, and then the version reads embeddings only
         (``views`` and ``words_missing`` say so)."""
         tax = self.store.taxonomy(taxonomy)
-        ex = self.store.examples(taxonomy, self.embedder_ref)
+        ex = self.store.examples(taxonomy, self.embedder_ref, words=True)
         labels = ex.labels
         left_out = self._left_out(taxonomy)
         missing = sum(t is None for t in ex.terms)

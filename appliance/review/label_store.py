@@ -96,7 +96,7 @@ class Examples(NamedTuple):
     vectors: npt.NDArray[np.float32]
     labels: list[str]
     origins: list[str]
-    terms: list[Terms | None]  # None: stored before examples kept their word counts
+    terms: list[Terms | None]  # asked for only; None: stored before word counts were kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,22 +174,19 @@ class LabelStore(EncryptedDatabase):
             )
         return len(items)
 
-    def examples(self, taxonomy: str, embedding_model: str) -> Examples:
-        """The examples ``embedding_model`` made, oldest first."""
+    def examples(self, taxonomy: str, embedding_model: str, *, words: bool = False) -> Examples:
+        """The examples ``embedding_model`` made, oldest first; their word counts only when
+        ``words`` (training needs them, the nearest-example signal does not)."""
         rows = self._query(
-            "SELECT vector, label, origin, terms FROM examples "
+            f"SELECT vector, label, origin, {'terms' if words else 'NULL'} FROM examples "
             "WHERE taxonomy = ? AND embedding_model = ? ORDER BY id",
             (taxonomy, embedding_model),
         )
         if not rows:
             return Examples(np.zeros((0, 0), dtype=np.float32), [], [], [])
         vectors = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows])
-        return Examples(
-            vectors,
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [Terms.from_bytes(r[3]) if r[3] is not None else None for r in rows],
-        )
+        terms = [Terms.from_bytes(r[3]) if r[3] is not None else None for r in rows]
+        return Examples(vectors, [r[1] for r in rows], [r[2] for r in rows], terms if words else [])
 
     def example_models(self, taxonomy: str) -> dict[str | None, int]:
         """How many examples each embedding model made (None: unknown, stored before)."""

@@ -120,7 +120,7 @@ def test_a_reviewers_correction_keeps_the_documents_word_counts(services: Servic
     new.classify("contracts", subject)
     item = new.store.review_items("contracts")[0]
     new.decide(item.id, "correct", "lease", None, "reviewer")
-    corrected = new.store.examples("contracts", NEW).terms[-1]
+    corrected = new.store.examples("contracts", NEW, words=True).terms[-1]
     assert corrected is not None
     assert corrected.ids.tolist() == subject.terms.ids.tolist()
     assert corrected.counts.tolist() == subject.terms.counts.tolist()

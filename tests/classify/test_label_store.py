@@ -54,7 +54,7 @@ def test_the_migration_names_each_examples_embedding_model(tmp_path: Path) -> No
     # the latest version's model for a trained taxonomy; unknown (None) for the other
     assert store.example_models("trained") == {"bge@2": 4}
     assert store.example_models("untrained") == {None: 4}
-    ex = store.examples("trained", "bge@2")
+    ex = store.examples("trained", "bge@2", words=True)
     assert ex.vectors.shape == (4, 4) and ex.labels == ["a", "a", "b", "b"]
     assert ex.terms == [None] * 4  # stored before examples kept their word counts
     assert store.examples("trained", "minilm@1")[1] == []
