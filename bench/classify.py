@@ -139,11 +139,11 @@ def summary(heads: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         worst = max(values) if key == "ece" else min(values)
         out[key] = {"mean": round(statistics.fmean(values), 4), "worst": worst}
-    out["splits_meeting_auto_target"] = sum(meets_auto_target(h) for h in heads)
-    out["embedding_only_splits_meeting_auto_target"] = sum(
-        meets_auto_target(h, "embedding_only_") for h in heads
-    )
     out["splits"] = len(heads)
+    for prefix in ("", "embedding_only_"):
+        if f"{prefix}auto_precision" in heads[0]:
+            met = sum(meets_auto_target(h, prefix) for h in heads)
+            out[f"{prefix}splits_meeting_auto_target"] = met
     return out
 
 

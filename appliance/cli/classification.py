@@ -295,7 +295,7 @@ def eval_classify(
         print_json(report)
         return
     print(f"labels {', '.join(report['labels'])}; sizes {report['sizes']}")
-    for name in ("ours", "baseline_tfidf_lr", "after_review_corrections"):
+    for name in ("ours", "embedding_only", "baseline_tfidf_lr", "after_review_corrections"):
         r = report[name]
         auto = r["routes"]["auto"]
         print(

@@ -131,7 +131,7 @@ def test_eval_classify_reports_ours_beside_the_baseline(
         )
     )
     assert report["sizes"] == {"train": 20, "stream": 30, "test": 30}
-    for side in ("ours", "baseline_tfidf_lr", "after_review_corrections"):
+    for side in ("ours", "embedding_only", "baseline_tfidf_lr", "after_review_corrections"):
         figures = report[side]
         assert 0 <= figures["accuracy"] <= 1 and 0 <= figures["ece"] <= 1
         coverage = sum(r["coverage"] for r in figures["routes"].values())
