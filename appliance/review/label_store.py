@@ -1,10 +1,9 @@
 """The classification database of one tenant (SQLCipher, under the tenant's data key).
 
 Taxonomies, labelled examples (as embeddings and hashed word counts: no document text is
-kept here), classifier
-versions (plain parameters as JSON, never pickles), classification results, the review
-queue and batch jobs (:mod:`appliance.review.batch_jobs`). One connection, one lock,
-explicit transactions.
+kept here), classifier versions (plain parameters as JSON, never pickles), classification
+results, the review queue and batch jobs (:mod:`appliance.review.batch_jobs`). One
+connection, one lock, explicit transactions.
 
 Each example records the embedding model that made its vector: vectors of different models
 live in different spaces (and may differ in length), so training and the nearest-example
@@ -163,14 +162,23 @@ class LabelStore(EncryptedDatabase):
         ``embedding_model``."""
         stamp = now()
         rows = [
-            (taxonomy, lab, v.astype(np.float32).tobytes(), o, s, stamp, embedding_model, t)
+            (
+                taxonomy,
+                lab,
+                v.astype(np.float32).tobytes(),
+                o,
+                s,
+                stamp,
+                embedding_model,
+                t.to_bytes(),
+            )
             for lab, v, o, s, t in items
         ]
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO examples (taxonomy, label, vector, origin, source, created_at, "
                 "embedding_model, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*row[:-1], row[-1].to_bytes()) for row in rows],
+                rows,
             )
         return len(items)
 
