@@ -266,12 +266,14 @@ class Classification:
     def _model_verdict(
         self, model: learner.LinearClassifier, subject: Subject, signals: dict[str, Any]
     ) -> Verdict:
-        p = model.probabilities(subject.vector[None, :], [subject.terms])[0]
+        tempered = model.tempered_logits(subject.vector[None, :], [subject.terms])
+        p = learner.softmax(learner.sum_views(tempered))[0]
         probabilities = {c: float(v) for c, v in zip(model.classes, p, strict=True)}
         label = max(probabilities, key=probabilities.__getitem__)
         at = model.classes.index(label)
-        views = model.view_probabilities(subject.vector[None, :], [subject.terms])
-        signals["views"] = {view: round(float(q[0, at]), 6) for view, q in views.items()}
+        signals["views"] = {
+            view: round(float(learner.softmax(z)[0, at]), 6) for view, z in tempered.items()
+        }
         signals["chunks"] = self._weighing_chunks(model, subject, label)
         return probabilities, "model", True
 

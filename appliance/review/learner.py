@@ -189,24 +189,22 @@ class LinearClassifier:
         """The embedding view alone (for parts of a document, such as its chunks)."""
         return softmax(self.logits(x) / self.temperature)
 
-    def view_probabilities(
-        self, x: Vectors, words: Sequence[Terms]
+    def tempered_logits(
+        self, x: Vectors, words: Sequence[Terms] | None = None
     ) -> dict[str, npt.NDArray[np.float64]]:
-        """Each view's own tempered probabilities (parts of the answer, not calibrated alone)."""
-        out = {"embedding": self.embedding_probabilities(x)}
+        """Each view's logits over its temperature; the answer is the softmax of their sum,
+        and the softmax of one is that view's own part of it (not calibrated alone)."""
+        out = {"embedding": self.logits(x) / self.temperature}
         if self.words is not None:
-            out["words"] = softmax(self.words.logits(terms_matrix(words)) / self.words.temperature)
+            if words is None or len(words) != len(x):
+                raise ValueError("this classifier reads the words too: pass each row's terms")
+            out["words"] = self.words.logits(terms_matrix(words)) / self.words.temperature
         return out
 
     def probabilities(
         self, x: Vectors, words: Sequence[Terms] | None = None
     ) -> npt.NDArray[np.float64]:
-        z = self.logits(x) / self.temperature
-        if self.words is not None:
-            if words is None or len(words) != len(z):
-                raise ValueError("this classifier reads the words too: pass each row's terms")
-            z = z + self.words.logits(terms_matrix(words)) / self.words.temperature
-        return softmax(z)
+        return softmax(sum_views(self.tempered_logits(x, words)))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +229,12 @@ class LinearClassifier:
             int(raw["examples"]),
             WordView.from_json(raw["words"]) if "words" in raw else None,
         )
+
+
+def sum_views(tempered: dict[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    """The combined logits of :meth:`LinearClassifier.tempered_logits`."""
+    total: npt.NDArray[np.float64] = np.sum(list(tempered.values()), axis=0)
+    return total
 
 
 def softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
