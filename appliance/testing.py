@@ -188,6 +188,26 @@ def assert_bad(report: VerifyReport, seq: int | None, reason: str) -> None:
     assert reason in report.reason
 
 
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform`` says only ``x86_64``)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def bench_machine() -> dict[str, Any]:
+    """What a benchmark report says of the machine it ran on: CPU model and its flags."""
+    from appliance.doctor import cpu_flags
+
+    return {"cpu": cpu_name(), "flags": cpu_flags()}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,9 @@ from typing import Any
 import httpx
 
 from appliance.config import Settings, load_settings
-from appliance.doctor import cpu_flags
 from appliance.inference.catalog import ModelCatalog
 from appliance.services import Services
-from appliance.testing import LiveServer, free_port
+from appliance.testing import LiveServer, bench_machine, free_port
 
 PROMPT = "Explain in detail how a lighthouse works and why ships need one."
 
@@ -267,7 +265,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "benchmark": "api",
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+        "machine": bench_machine(),
         "generation": generation(args.threads, args.repeats, args.max_tokens, args.clients),
         "audit": audit_cost(args.audit_requests, args.audit_batches),
     }

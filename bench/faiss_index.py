@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import threading
 import time
@@ -31,17 +30,11 @@ import numpy as np
 
 from appliance.corpus import vectors
 from appliance.corpus.vectors import VectorIndex
+from appliance.testing import cpu_name
 
 DIM = 384
 K = 10
 KEY = bytes(32)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def unit(n: int, seed: int, data: str = "random") -> np.ndarray:

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from embed import RawEncoder, cpu_name, prose_paragraphs
+from embed import RawEncoder, prose_paragraphs
 
 from appliance.config import Settings, load_settings
 from appliance.corpus.ingest import IngestOptions, discover, ingest
 from appliance.services import Services
+from appliance.testing import cpu_name
 
 
 def write_documents(folder: Path, n: int) -> int:

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from appliance.config import load_settings
-from appliance.doctor import cpu_flags
 from appliance.inference.bundle import package_dir
 from appliance.inference.catalog import ModelCatalog
 from appliance.inference.chat import GenerationParams, LlamaCppChat, Message
+from appliance.testing import bench_machine
 
 
 def _passage() -> str:
@@ -100,7 +99,7 @@ def run(threads: int, repeats: int, max_tokens: int) -> dict[str, Any]:
     med = {k: {m: statistics.median(v) for m, v in s.items()} for k, s in samples.items()}
     return {
         "benchmark": "llm",
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()},
+        "machine": bench_machine(),
         "model": entry.ref,
         "threads": threads,
         "repeats": repeats,

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from embed import cpu_name, first_sentences, prose_paragraphs
+from embed import first_sentences, prose_paragraphs
 
 from appliance.config import Settings, load_settings
 from appliance.corpus.chunking import ChunkDraft
 from appliance.corpus.parsed import TextAssembly
 from appliance.corpus.search import search
 from appliance.services import Services
+from appliance.testing import cpu_name
 
 CHUNKS_PER_DOC = 100
 
